@@ -1,0 +1,1 @@
+"""Training: state, pure per-device steps, parallel wrappers, optimizers, checkpoints, the loop."""
