@@ -13,6 +13,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.data = data = ml_collections.ConfigDict()
   data.data_dir = None         # TFDS data dir; None: $PNEUMOJAX_DATA_DIR, then the TFDS default (see data/paths.py).
   data.manual_dir = None       # where the raw archive/folder lies; None: $PNEUMOJAX_MANUAL_DIR, then ../shared/data.
+  data.archive = None          # which zip in manual_dir to read, when it holds several.
+  data.skip_unreadable = False # True: leave out undecodable files (listed in the report) instead of failing.
   data.resolution = 128        # stored resolution: one TFDS builder config per value (64, 128, 224, 299).
   data.resize = 'squash'       # 'squash' (as the papers) or 'crop' (centre crop to the short edge, as MedMNIST).
   data.image_size = 0          # model input size; 0 means the stored resolution.
@@ -23,7 +25,14 @@ def default_config() -> ml_collections.ConfigDict:
   data.test_split = 'test'       # the official 624-image test set.
   data.val_fraction = 0.1      # fraction of train patients that form val_pd, stratified by class.
   data.val_seed = 0            # seed of that carve-out (independent of the training seed).
-  data.augment = True
+  data.normalize = 'symmetric' # 'symmetric' ([-1, 1]), 'unit' ([0, 1]) or 'imagenet' (per-channel mean/std).
+  data.augment = True          # random resized crop + small rotation + brightness/contrast (data/augment.py).
+  data.crop_scale_min = 0.75   # smallest crop, as a fraction of the image area.
+  data.crop_max_aspect = 1.15  # crop aspect ratios within [1/x, x].
+  data.rotation_degrees = 10.0
+  data.brightness = 0.1        # added to pixels in [0, 1], uniformly in [-x, x].
+  data.contrast = 0.1          # contrast factor uniformly in [1 - x, 1 + x].
+  data.hflip = False           # off: a flipped chest film is anatomically implausible (see data/augment.py).
   data.class_balance = 'none'  # 'none', 'weights' (class-weighted loss) or 'oversample'.
   data.shuffle_buffer = 8192
 

@@ -1,0 +1,63 @@
+"""Reading untrusted image files into 8-bit grayscale, shared by the dataset builder and inference."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png')
+# Refuse images that would take gigabytes to decode (decompression bombs); X-rays are < 5,000 px a side.
+Image.MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class ImageReadError(ValueError):
+  """An image file that cannot be decoded; the message names the file."""
+
+
+def _to_grayscale_uint8(image: Image.Image) -> np.ndarray:
+  """Any PIL mode -> uint8 [H, W]. 16-bit and float images are scaled by their range, not clipped."""
+  if image.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
+    pixels = np.asarray(image, dtype=np.float64)
+    if pixels.ndim == 3:
+      pixels = pixels.mean(axis=-1)
+    low, high = float(pixels.min()), float(pixels.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.round((pixels - low) * scale).astype(np.uint8)
+  if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
+    # Transparent pixels carry no radiograph: composite them on black, as a viewer shows them.
+    rgba = image.convert('RGBA')
+    background = Image.new('RGBA', rgba.size, (0, 0, 0, 255))
+    image = Image.alpha_composite(background, rgba)
+  return np.asarray(image.convert('L'), dtype=np.uint8)
+
+
+def decode_grayscale(data: bytes, name: str) -> np.ndarray:
+  """Decodes JPEG/PNG bytes to uint8 [H, W]; raises ImageReadError naming `name` if they are not a whole image."""
+  if not data:
+    raise ImageReadError(f'{name}: the file is empty (0 bytes). Re-download or remove it.')
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # Decodes everything now: a truncated file fails here, not later in training.
+      return _to_grayscale_uint8(image)
+  except ImageReadError:
+    raise
+  except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...).
+    raise ImageReadError(
+        f'{name}: not a readable JPEG/PNG image ({type(e).__name__}: {e}). '
+        'Re-download the file, or remove it from the folder.') from e
+
+
+def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
+  """uint8 [H, W] -> uint8 [size, size].
+
+  'squash' resizes the whole image to a square, as the papers did (aspect ratio lost); 'crop' first takes the
+  centred square of the short edge, as MedMNIST did. Both use PIL's antialiased bilinear filter.
+  """
+  if method == 'crop':
+    h, w = image.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    image = image[top:top + side, left:left + side]
+  elif method != 'squash':
+    raise ValueError(f"Unknown resize method {method!r}: use 'squash' or 'crop'.")
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real data in ../shared (never copied into the repo), prepared once per test session."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest
+
+from pneumojax.config import default_config
+
+SHARED = Path(__file__).resolve().parents[2] / 'shared'
+CHEST_XRAY = SHARED / 'data' / 'chest_xray'
+FULLRES = SHARED / 'data' / 'chest_xray_fullres_sample'
+
+
+def data_config(data_dir, manual_dir=None, resolution=64, **overrides):
+  config = default_config().data
+  config.update(dict(data_dir=str(data_dir), manual_dir=manual_dir and str(manual_dir), resolution=resolution,
+                     **overrides))
+  return config
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory):
+  """One TFDS data dir for the session: the 64 px config of the whole dataset is built once."""
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='session')
+def builder64(tfds_dir):
+  from pneumojax.data import paths
+  if not CHEST_XRAY.is_dir():
+    pytest.fail(f'{CHEST_XRAY} is missing: the tests need the shared data beside the checkout.')
+  return paths.get_builder(data_config(tfds_dir, CHEST_XRAY))
