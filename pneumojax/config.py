@@ -4,6 +4,7 @@ A run is fully described by its config plus the code version; the loop saves the
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -11,9 +12,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.data = data = ml_collections.ConfigDict()
-  data.data_dir = None         # TFDS data dir; None: $PNEUMOJAX_DATA_DIR, then the TFDS default (see data/paths.py).
-  data.manual_dir = None       # where the raw archive/folder lies; None: $PNEUMOJAX_MANUAL_DIR, then ../shared/data.
-  data.archive = None          # which zip in manual_dir to read, when it holds several.
+  data.data_dir = placeholder(str)    # prepared TFDS files; unset: $PNEUMOJAX_DATA_DIR, then the TFDS default.
+  data.manual_dir = placeholder(str)  # the downloaded zip or extracted folder; unset: $PNEUMOJAX_MANUAL_DIR.
+  data.archive = placeholder(str)     # which zip in manual_dir to read, when it holds several.
   data.skip_unreadable = False # True: leave out undecodable files (listed in the report) instead of failing.
   data.resolution = 128        # stored resolution: one TFDS builder config per value (64, 128, 224, 299).
   data.resize = 'squash'       # 'squash' (as the papers) or 'crop' (centre crop to the short edge, as MedMNIST).
@@ -60,5 +61,6 @@ def default_config() -> ml_collections.ConfigDict:
   train.num_steps = -1         # >0 overrides num_epochs.
   train.parallel = 'jit'       # 'jit' (jax.jit over jax.shard_map) or 'pmap'.
   train.log_every_steps = 20
+  train.eval_every_steps = 0   # validation (and a checkpoint) every this many steps; 0: every epoch.
   train.checkpoint_keep = 2    # latest checkpoints kept (the best-by-val-AUC one is always kept too).
   return config

@@ -47,7 +47,7 @@ def apply(images: tf.Tensor, params: dict[str, tf.Tensor], out_size: int) -> tf.
       zeros, zeros], axis=1)
   images = tf.raw_ops.ImageProjectiveTransformV3(
       images=images, transforms=transforms, output_shape=[out_size, out_size], fill_value=0.0,
-      interpolation='BILINEAR', fill_mode='REFLECT')
+      interpolation='BILINEAR', fill_mode='NEAREST')
   mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
   contrast = params['contrast'][:, None, None, None]
   brightness = params['brightness'][:, None, None, None]

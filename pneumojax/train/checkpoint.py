@@ -1,0 +1,153 @@
+"""Orbax checkpoints of a run: per step, the train state's arrays, the resolved config and validation metrics.
+
+Layout: `workdir/checkpoints/<step>/{state, config, metrics}`. Orbax writes a step into
+`<step>.orbax-checkpoint-tmp-<time>` and renames it once complete, so a run killed mid-save leaves only a
+temporary directory, which is never listed nor restored (on GCS orbax checks a commit file instead).
+Retention: the latest `keep` steps plus the best one by validation AUC.
+
+Saves are asynchronous: `save` returns once the arrays are copied to host memory. Call it from every process
+(orbax writes from the primary one), and `close()` (or use `with`) before exiting so the last save lands.
+"""
+
+import json
+import math
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers
+
+BEST_METRIC = 'auc'
+
+
+def _best_score(metrics) -> float:
+  """Validation AUC, higher is better; an undefined (NaN) AUC ranks below every real one."""
+  auc = metrics[BEST_METRIC]
+  return -math.inf if math.isnan(auc) else auc
+
+
+def _arrays(state) -> dict:
+  """The saved part of a TrainState: its arrays. `apply_fn` and `tx` come from the code."""
+  return {'step': state.step, 'params': state.params, 'batch_stats': state.batch_stats,
+          'opt_state': state.opt_state, 'rng': state.rng}
+
+
+def _shapes(tree) -> dict:
+  return {path: tuple(getattr(leaf, 'shape', ()))
+          for path, leaf in ocp.tree.to_flat_dict(tree, sep='/').items()}
+
+
+class Checkpointer:
+  """Saves and restores a run's checkpoints under `workdir/checkpoints`; never deletes them on a mismatch."""
+
+  def __init__(self, workdir, keep: int = 2):
+    self.workdir = epath.Path(workdir)
+    self.directory = self.workdir / 'checkpoints'
+    preservation = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=keep),
+        checkpoint_managers.BestN(get_metric_fn=_best_score, n=1, keep_checkpoints_without_metrics=False),
+    ])
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        # Handlers up front, so that a fresh manager can read metadata before any save or restore.
+        item_handlers={'state': ocp.StandardCheckpointHandler(), 'config': ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=preservation,
+            best_fn=_best_score,  # Only for `best_step()`; retention is the policy above.
+            create=False))  # The first save creates the directory; evaluating a wrong path must not.
+
+  def save(self, step: int, state, config: ml_collections.ConfigDict, metrics: dict | None = None) -> bool:
+    """Saves the (unreplicated) `state` at `step`; False if a checkpoint at `step` or later exists.
+
+    `metrics` (JSON-serialisable, with 'auc') are the step's validation metrics; a step without them is
+    kept only while it is among the latest `keep`.
+    """
+    return self._manager.save(step, metrics=metrics, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_arrays(state)),
+        config=ocp.args.JsonSave(json.loads(config.to_json()))))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step with the highest validation AUC; None if no step has metrics."""
+    return self._manager.best_step()
+
+  def restore(self, step: int, target):
+    """`target` (a TrainState, concrete or from `jax.eval_shape`) with its arrays read from `step`.
+
+    Arrays (and the step: int or array) take the type, dtype and sharding of `target`. A checkpoint whose
+    array tree or shapes differ from `target`'s (another model in the same workdir) raises ValueError and
+    is left untouched.
+    """
+    self._manager.wait_until_finished()
+    if step not in self._manager.all_steps():
+      raise FileNotFoundError(f'No checkpoint at step {step} in {self.directory} (saved steps: '
+                              f'{list(self._manager.all_steps())}).')
+    self._check_shapes(step, _arrays(target))
+    abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, _arrays(target))
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return target.replace(**restored['state'])
+
+  def restore_latest(self, target):
+    """The latest checkpoint restored into `target`, or None if there is none (a fresh run)."""
+    step = self.latest_step()
+    return None if step is None else self.restore(step, target)
+
+  def restore_best(self, target):
+    """The best checkpoint by validation AUC restored into `target`."""
+    step = self.best_step()
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint with validation metrics in {self.directory}: train a model '
+                              f'with --workdir={self.workdir} first.')
+    return self.restore(step, target)
+
+  def saved_config(self, step: int | None = None) -> dict:
+    """The resolved config saved with `step` (default: the latest) as a plain dict."""
+    self._manager.wait_until_finished()
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {self.directory}: train a model with '
+                              f'--workdir={self.workdir} first.')
+    return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+
+  def check_config(self, config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError, before any training work, if the workdir's checkpoints are of another model."""
+    if self.latest_step() is None:
+      return
+    saved = self.saved_config()['model']
+    requested = json.loads(config.to_json())['model']
+    if saved != requested:
+      differing = sorted(k for k in saved.keys() | requested.keys() if saved.get(k) != requested.get(k))
+      raise ValueError(
+          f'{self.workdir} holds checkpoints of model {saved["name"]!r} but the config asks for model '
+          f'{requested["name"]!r} (differing model fields: {", ".join(differing)}). The checkpoints were '
+          f'left untouched: use a new --workdir, or remove {self.workdir} to start afresh.')
+
+  def _check_shapes(self, step: int, target_arrays) -> None:
+    saved = _shapes(self._manager.item_metadata(step)['state'].tree)
+    wanted = _shapes(target_arrays)
+    # Params first in the message: they tell two models apart best.
+    paths = sorted(saved.keys() | wanted.keys(), key=lambda p: (not p.startswith('params/'), p))
+    differing = [f'{path}: saved {saved.get(path, "absent")}, requested {wanted.get(path, "absent")}'
+                 for path in paths if saved.get(path) != wanted.get(path)]
+    if differing:
+      raise ValueError(
+          f'{self.workdir} holds a checkpoint (step {step}) of model '
+          f'{self.saved_config(step)["model"]["name"]!r} that does not fit the requested train state '
+          f'({len(differing)} arrays differ, e.g. {"; ".join(differing[:3])}). The checkpoint was left '
+          f'untouched: use a new --workdir, or remove {self.workdir} to start afresh.')
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the manager."""
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
