@@ -1,10 +1,33 @@
-"""`pneumojax <command>`: prepare, train, eval."""
+"""`pneumojax <command>`: prepare the data, train, evaluate."""
 
 import argparse
 import json
+import logging
+import os
 import sys
 
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only feeds data here: keep its C++ logs quiet.
+
+from absl import flags
+from ml_collections import config_flags
+
 from pneumojax.config import default_config
+
+
+def load_config(config_args: list[str]):
+  """`--config FILE[:ARG]` plus `--config.a.b=value` overrides, parsed by ml_collections (types checked)."""
+  argv = ['pneumojax'] + config_args
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'an experiments/*.py config file', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  try:
+    flag_values(argv)
+    config = flag_values.config
+  except (flags.Error, AttributeError, KeyError, TypeError, OSError) as e:  # unknown field, bad value, no file
+    raise SystemExit(f'pneumojax: bad --config: {e}') from None
+  if config is None:
+    raise SystemExit('pneumojax: --config FILE is required, e.g. --config experiments/quickstart.py')
+  return config
 
 
 def _prepare(args) -> None:
@@ -19,13 +42,26 @@ def _prepare(args) -> None:
     print(json.dumps(result, indent=1) if args.json else report.format_report(result))
 
 
+def _train(args) -> None:
+  from pneumojax.train import loop
+  config = load_config(args.config_args)
+  results = loop.train_and_evaluate(config, args.workdir)
+  print(json.dumps({k: results[k] for k in ('checkpoint_step', 'val', 'test')}, indent=1))
+
+
+def _eval(args) -> None:
+  from pneumojax import evaluate
+  results = evaluate.evaluate_checkpoint(args.workdir, args.split, args.step)
+  print(json.dumps(results, indent=1, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='pneumojax', description=__doc__)
   commands = parser.add_subparsers(dest='command', required=True)
 
   prepare = commands.add_parser('prepare', help='build the TFDS dataset from the downloaded data and report on it')
   prepare.add_argument('--manual_dir', help='folder with the extracted chest_xray/ or archive.zip / '
-                       'ChestXRay2017.zip (default $PNEUMOJAX_MANUAL_DIR)')
+                       'ChestXRay2017.zip, or the zip itself (default $PNEUMOJAX_MANUAL_DIR)')
   prepare.add_argument('--archive', help='which zip in --manual_dir to read, if it holds several')
   prepare.add_argument('--data_dir', help='where TFDS writes (default $PNEUMOJAX_DATA_DIR, then the TFDS default)')
   prepare.add_argument('--resolution', type=int, nargs='+', default=[128], help='stored sizes: 28 64 128 224 299')
@@ -36,14 +72,38 @@ def build_parser() -> argparse.ArgumentParser:
   prepare.add_argument('--val_seed', type=int, default=0)
   prepare.add_argument('--json', action='store_true', help='print the report as JSON')
   prepare.set_defaults(run=_prepare)
+
+  train = commands.add_parser(
+      'train', help='train and evaluate a config',
+      usage='pneumojax train --workdir DIR --config experiments/NAME.py[:ARG] [--config.a.b=VALUE ...]')
+  train.add_argument('--workdir', required=True, help='checkpoints, logs and results; an existing one resumes')
+  train.set_defaults(run=_train)
+
+  evaluate = commands.add_parser('eval', help='evaluate the best (or a given) checkpoint of a run on a split')
+  evaluate.add_argument('--workdir', required=True)
+  evaluate.add_argument('--split', default='test', help='test, val, train, val_pd or train_pd')
+  evaluate.add_argument('--step', type=int, help='a checkpoint step (default: the best on validation)')
+  evaluate.set_defaults(run=_eval)
   return parser
 
 
+def _our_logs(record: logging.LogRecord) -> bool:
+  """Info from pneumojax and CLU's console writer; warnings and errors from everyone (orbax is chatty)."""
+  return (record.levelno >= logging.WARNING or record.name.startswith('pneumojax')
+          or f'{os.sep}clu{os.sep}' in record.pathname)
+
+
 def main(argv=None) -> int:
-  args, rest = build_parser().parse_known_args(argv)
-  if rest and args.command == 'prepare':
-    build_parser().error(f'unrecognised arguments: {" ".join(rest)}')
-  args.run(args, *([rest] if args.command != 'prepare' else []))
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_our_logs)
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  if args.command == 'train':
+    args.config_args = rest  # --config and --config.* overrides, for ml_collections
+  elif rest:
+    parser.error(f'unrecognised arguments: {" ".join(rest)}')
+  args.run(args)
   return 0
 
 

@@ -20,7 +20,6 @@ def default_config() -> ml_collections.ConfigDict:
   data.resize = 'squash'       # 'squash' (as the papers) or 'crop' (centre crop to the short edge, as MedMNIST).
   data.image_size = 0          # model input size; 0 means the stored resolution.
   data.channels = 1            # 1 for grayscale models, 3 for ImageNet backbones.
-  data.task = 'binary'         # 'binary' (normal/pneumonia).
   data.train_split = 'train_pd'  # official train minus the patient-disjoint validation patients.
   data.val_split = 'val_pd'      # patient-disjoint validation carved from official train.
   data.test_split = 'test'       # the official 624-image test set.
@@ -35,7 +34,6 @@ def default_config() -> ml_collections.ConfigDict:
   data.contrast = 0.1          # contrast factor uniformly in [1 - x, 1 + x].
   data.hflip = False           # off: a flipped chest film is anatomically implausible (see data/augment.py).
   data.class_balance = 'none'  # 'none', 'weights' (class-weighted loss) or 'oversample'.
-  data.shuffle_buffer = 8192
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'simple_cnn'
