@@ -40,9 +40,10 @@ def build_model(config):
 def initial_state(config, steps_per_epoch: int, total_steps: int):
   """A fresh train state of the configured model and optimizer, on the host."""
   tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
-  state = create_train_state(build_model(config), tx, jax.random.key_data(jax.random.key(config.seed)),
-                             input_shape(config))
-  return state, schedule
+  model, shape = build_model(config), input_shape(config)
+  # Jitted: initialising op by op takes many seconds for the larger models on CPU.
+  init = jax.jit(lambda rng: create_train_state(model, tx, rng, shape))
+  return init(jax.random.key_data(jax.random.key(config.seed))), schedule
 
 
 def evaluate(dp: parallel.DataParallel, state, dataset) -> metrics_lib.EvalMetrics:
