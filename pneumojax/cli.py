@@ -1,4 +1,4 @@
-"""`pneumojax <command>`: prepare the data, train, evaluate."""
+"""`pneumojax <command>`: prepare the data, train, evaluate, report, explain, predict."""
 
 import argparse
 import json
@@ -43,16 +43,39 @@ def _prepare(args) -> None:
 
 
 def _train(args) -> None:
-  from pneumojax.train import loop
+  from pneumojax.train import loop, preemption
   config = load_config(args.config_args)
-  results = loop.train_and_evaluate(config, args.workdir)
+  try:
+    results = loop.train_and_evaluate(config, args.workdir)
+  except preemption.Interrupted as e:
+    logging.getLogger('pneumojax').warning('%s', e)
+    raise SystemExit(e.exit_code) from None
   print(json.dumps({k: results[k] for k in ('checkpoint_step', 'val', 'test')}, indent=1))
 
 
 def _eval(args) -> None:
   from pneumojax import evaluate
-  results = evaluate.evaluate_checkpoint(args.workdir, args.split, args.step)
-  print(json.dumps(results, indent=1, default=str))
+  overrides = {k: getattr(args, k) for k in ('threshold_rule', 'target_sensitivity', 'bootstrap_samples',
+                                               'bootstrap_seed') if getattr(args, k) is not None}
+  results = evaluate.evaluate_checkpoint(args.workdir, args.split, args.step, overrides)
+  print(json.dumps({k: results[k] for k in ('split', 'checkpoint_step', 'threshold', 'operating_points')},
+                   indent=1, default=str))
+
+
+def _report(args) -> None:
+  from pneumojax import report
+  print(report.write_report(args.workdir, args.split))
+
+
+def _explain(args) -> None:
+  from pneumojax import explain
+  for path in explain.explain_files(args.workdir, args.images, args.out):
+    print(path)
+
+
+def _predict(args) -> None:
+  from pneumojax import predict
+  print(json.dumps(predict.predict_files(args.workdir, args.inputs, args.out, args.batch_size), indent=1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +106,30 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument('--workdir', required=True)
   evaluate.add_argument('--split', default='test', help='test, val, train, val_pd or train_pd')
   evaluate.add_argument('--step', type=int, help='a checkpoint step (default: the best on validation)')
+  evaluate.add_argument('--threshold_rule', choices=['sensitivity', 'youden'],
+                        help="how the validation split chooses the threshold (default: the run's config.eval)")
+  evaluate.add_argument('--target_sensitivity', type=float, help='for --threshold_rule=sensitivity')
+  evaluate.add_argument('--bootstrap_samples', type=int, help='patient resamples for the 95%% intervals')
+  evaluate.add_argument('--bootstrap_seed', type=int)
   evaluate.set_defaults(run=_eval)
+
+  report = commands.add_parser('report', help="write one self-contained HTML page of a run's evaluation")
+  report.add_argument('--workdir', required=True)
+  report.add_argument('--split', default='test', help='the evaluated split to report (evaluated first if needed)')
+  report.set_defaults(run=_report)
+
+  explain = commands.add_parser('explain', help='Grad-CAM and occlusion maps of image files, as PNG overlays')
+  explain.add_argument('--workdir', required=True)
+  explain.add_argument('--images', nargs='+', required=True, help='JPEG or PNG files')
+  explain.add_argument('--out', help='folder for the PNGs (default: WORKDIR/explain)')
+  explain.set_defaults(run=_explain)
+
+  predict = commands.add_parser('predict', help="the best checkpoint's predictions on image files, as CSV")
+  predict.add_argument('--workdir', required=True)
+  predict.add_argument('inputs', nargs='+', metavar='FILE_OR_FOLDER', help='images, or folders searched for them')
+  predict.add_argument('--out', default='predictions.csv', help='the CSV to write (default: predictions.csv)')
+  predict.add_argument('--batch_size', type=int, default=64)
+  predict.set_defaults(run=_predict)
   return parser
 
 

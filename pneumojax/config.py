@@ -19,13 +19,14 @@ def default_config() -> ml_collections.ConfigDict:
   data.resolution = 128        # stored resolution: one TFDS builder config per value (64, 128, 224, 299).
   data.resize = 'squash'       # 'squash' (as the papers) or 'crop' (centre crop to the short edge, as MedMNIST).
   data.image_size = 0          # model input size; 0 means the stored resolution.
-  data.channels = 1            # 1 for grayscale models, 3 for ImageNet backbones.
+  data.channels = 1            # 1 for grayscale models, 3 for ImageNet backbones (the gray image repeated); 1 with
+                               # a 3-channel model.init_from sums its first kernel over the input channels instead.
   data.train_split = 'train_pd'  # official train minus the patient-disjoint validation patients.
   data.val_split = 'val_pd'      # patient-disjoint validation carved from official train.
   data.test_split = 'test'       # the official 624-image test set.
   data.val_fraction = 0.1      # fraction of train patients that form val_pd, stratified by class.
   data.val_seed = 0            # seed of that carve-out (independent of the training seed).
-  data.normalize = 'symmetric' # 'symmetric' ([-1, 1]), 'unit' ([0, 1]) or 'imagenet' (per-channel mean/std).
+  data.normalize = 'symmetric' # 'symmetric' ([-1, 1]), 'unit' ([0, 1]), 'imagenet' (mean/std) or 'caffe' (Keras VGG).
   data.augment = True          # random resized crop + small rotation + brightness/contrast (data/augment.py).
   data.crop_scale_min = 0.75   # smallest crop, as a fraction of the image area.
   data.crop_max_aspect = 1.15  # crop aspect ratios within [1/x, x].
@@ -34,12 +35,17 @@ def default_config() -> ml_collections.ConfigDict:
   data.contrast = 0.1          # contrast factor uniformly in [1 - x, 1 + x].
   data.hflip = False           # off: a flipped chest film is anatomically implausible (see data/augment.py).
   data.class_balance = 'none'  # 'none', 'weights' (class-weighted loss) or 'oversample'.
+  data.task = 'binary'         # 'binary', 'three_class' or 'bacteria_vs_virus' (data/tasks.py): sets num_classes.
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'simple_cnn'
   model.num_classes = 2
   model.dtype = 'float32'      # compute dtype; 'bfloat16' keeps float32 parameters.
   model.kwargs = ml_collections.ConfigDict()  # extra constructor arguments of the model.
+  # Pretrained weights: an Orbax checkpoint from `python -m pneumojax.weights` (pneumojax/weights). Every variable
+  # but the head (freshly initialised for the task) starts from it.
+  model.init_from = placeholder(str)
+  model.freeze_batch_norm = False  # True: BatchNorm normalises with, and keeps, its running statistics in training.
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.name = 'adam'          # 'adam', 'adamw' or 'sgd' (with momentum).
@@ -51,6 +57,11 @@ def default_config() -> ml_collections.ConfigDict:
   optim.weight_decay = 0.0
   optim.momentum = 0.9
   optim.grad_clip_norm = 0.0   # 0 disables clipping.
+  # Fine-tuning a pretrained backbone (models with params['head']; see train/optim.py): the backbone learns at
+  # backbone_lr_factor x learning_rate (0: frozen, only the head trains), after backbone_frozen_epochs of
+  # head-only training (head-then-unfreeze).
+  optim.backbone_lr_factor = 1.0
+  optim.backbone_frozen_epochs = 0.0
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64        # global batch, split over devices and processes.
@@ -61,4 +72,23 @@ def default_config() -> ml_collections.ConfigDict:
   train.log_every_steps = 20
   train.eval_every_steps = 0   # validation (and a checkpoint) every this many steps; 0: every epoch.
   train.checkpoint_keep = 2    # latest checkpoints kept (the best-by-val-AUC one is always kept too).
+  # True: Kermany et al.'s transfer learning: the frozen backbone's features computed once, then only the head
+  # trained on them, for num_epochs (train/linear_probe.py). Set model.init_from.
+  train.cached_features = False
+
+  config.distributed = distributed = ml_collections.ConfigDict()  # see pneumojax/train/distributed.py
+  distributed.initialize = False          # True: call jax.distributed.initialize (several processes).
+  distributed.coordinator_address = placeholder(str)  # 'host:port' of process 0; unset: detected on clusters.
+  distributed.num_processes = 0           # 0: detected.
+  distributed.process_id = -1             # -1: detected.
+  distributed.cpu_collectives = 'gloo'    # collectives between CPU processes.
+
+  config.eval = evaluation = ml_collections.ConfigDict()
+  # The operating threshold of two-class tasks, chosen on the validation split (never on test): 'sensitivity'
+  # (the highest threshold whose sensitivity reaches target_sensitivity) or 'youden' (max sensitivity +
+  # specificity - 1).
+  evaluation.threshold_rule = 'sensitivity'
+  evaluation.target_sensitivity = 0.95
+  evaluation.bootstrap_samples = 1000  # resamples of patients for the 95% confidence intervals.
+  evaluation.bootstrap_seed = 0
   return config

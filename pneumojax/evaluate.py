@@ -1,19 +1,40 @@
-"""Evaluate a run's checkpoint (by default the best on validation) on a split; writes eval/<split>/metrics.json."""
+"""`pneumojax eval`: a run's checkpoint on a split -> metrics with patient-bootstrap intervals, plots, JSON.
 
+Writes `workdir/eval/<split>/metrics.json` and PNG plots beside it. Protocol: the checkpoint is the best by
+validation ROC-AUC (unless a step is named); the operating threshold is chosen on the validation split's outputs
+of that checkpoint (`config.eval`, threshold.py) and stored in `workdir/threshold.json` for `pneumojax
+predict`; the evaluated split chooses nothing. Two-class tasks are reported at the threshold 0.5 and at the
+validation-chosen one; three classes at the most probable class.
+"""
+
+import functools
 import json
 import logging
 
 import jax
-import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
 from etils import epath
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
 
-from pneumojax.data import paths, pipeline
-from pneumojax.train import checkpoint, loop, parallel, step as step_lib
+from pneumojax import bootstrap, plots, threshold as threshold_lib
+from pneumojax import metrics as metrics_lib
+from pneumojax.config import default_config
+from pneumojax.data import paths, pipeline, splits, tasks
+from pneumojax.train import checkpoint, loop, parallel, step as step_lib, validate
 
+METRICS = 'metrics.json'
+CONFIDENCE = 0.95
+NUM_ERRORS_SHOWN = 16
 log = logging.getLogger(__name__)
 
 
-def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = None) -> dict:
+def load_checkpoint(workdir, step: int | None = None):
+  """(config, train state, step) of a run's best-on-validation checkpoint, or of checkpoint `step`.
+
+  The saved config is laid over today's defaults: fields added since the run was trained take their default.
+  """
   workdir = epath.Path(workdir)
   if not (workdir / 'checkpoints').is_dir():
     raise FileNotFoundError(f'{workdir} holds no checkpoints/ folder: train first with '
@@ -22,21 +43,161 @@ def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = No
     step = ckpt.best_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint with validation metrics in {ckpt.directory}.')
-    config = ml_collections.ConfigDict(ckpt.saved_config(step))
-    loop.check_batch_sizes(config)
+    config = default_config()
+    config.update(ckpt.saved_config(step))
     # The optimizer's schedule length does not change the state's structure: any positive step counts do.
     state, _ = loop.initial_state(config, steps_per_epoch=1, total_steps=1)
-    state = ckpt.restore(step, state)
+    return config, ckpt.restore(step, state), step
+
+
+def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = None,
+                        eval_overrides: dict | None = None) -> dict:
+  """Evaluates the best (or `step`) checkpoint of `workdir` on `split`; `eval_overrides` update `config.eval`."""
+  workdir = epath.Path(workdir)
+  chosen_on_validation = step is None
+  config, state, step = load_checkpoint(workdir, step)
+  config.eval.update(eval_overrides or {})
+  validate.check_batch_sizes(config)
   builder = paths.get_builder(config.data)
   dp = parallel.DataParallel(config.train.parallel, step_lib.train_step, step_lib.eval_step)
-  data, info = pipeline.eval_dataset(builder, config.data, split, config.train.eval_batch_size,
-                                     jax.process_index(), jax.process_count())
-  results = {'split': split, 'checkpoint_step': step, 'threshold': 0.5,
-             **loop.evaluate(dp, dp.replicate(state), data).compute(), 'data': config.data.to_dict()}
+  state = dp.replicate(state)
+  val_split = config.data.val_split
+  collected = {}
+  for name in dict.fromkeys([val_split, split]):
+    data, _ = pipeline.eval_dataset(builder, config.data, name, config.train.eval_batch_size,
+                                    jax.process_index(), jax.process_count())
+    collected[name] = loop.evaluate(dp, state, data)
+  point = threshold_lib.operating_point(collected[val_split].outputs.compute(), config.eval, val_split, step)
+  values = collected[split].outputs.compute()
+  meta = splits.split_metadata(builder, split, config.data)
+  thresholds = ({'fixed threshold': 0.5, 'validation-chosen threshold': point['threshold']} if point
+                else {'most probable class': None})
+  results = {
+      'split': split,
+      'num_examples': len(values['label']),
+      'num_patients': len(np.unique(meta['patient_id'])),
+      'checkpoint_step': step,
+      'checkpoint': str(workdir / 'checkpoints' / str(step)),
+      'model': config.model.name,
+      'task': config.data.task,
+      'class_names': list(tasks.class_names(config.data)),
+      'threshold': point,
+      'loss': float(collected[split].loss.compute()),
+      'operating_points': {name: _operating_point(values, meta['patient_id'], t, config.eval)
+                           for name, t in thresholds.items()},
+      'bootstrap': {'unit': 'patient', 'method': 'percentile', 'confidence': CONFIDENCE,
+                    'resamples': config.eval.bootstrap_samples, 'seed': config.eval.bootstrap_seed},
+      'protocol': _protocol(config, split, step, chosen_on_validation, point, meta),
+      'eval': config.eval.to_dict(),
+      'data': config.data.to_dict(),
+  }
   out = workdir / 'eval' / split
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'metrics.json').write_text(json.dumps(results, indent=1, default=str))
-  log.info('%s (%d images), checkpoint step %d: %s -> %s', split, info.num_examples, step,
-               {k: v for k, v in results.items() if isinstance(v, float)}, out / 'metrics.json')
+    (out / METRICS).write_text(json.dumps(results, indent=1, default=str))
+    if point and chosen_on_validation:
+      threshold_lib.save(workdir, point)  # The threshold of the checkpoint that `predict` uses.
+    _plots(out, workdir, builder, config, results, values, meta)
+  log.info('%s (%d images), checkpoint step %d: %s -> %s', split, results['num_examples'], step,
+           {name: {k: round(v, 4) for k, v in op.items() if isinstance(v, float)}
+            for name, op in results['operating_points'].items()}, out / METRICS)
   return results
+
+
+def _operating_point(values, patient_ids, threshold: float | None, eval_config) -> dict:
+  metric_fn = functools.partial(metrics_lib.classification_metrics, threshold=threshold)
+  return {'threshold': threshold, **metric_fn(values['label'], values['probs']),
+          'ci95': bootstrap.patient_bootstrap(metric_fn, values['label'], values['probs'], patient_ids,
+                                              eval_config.bootstrap_samples, eval_config.bootstrap_seed,
+                                              CONFIDENCE)}
+
+
+def _protocol(config, split, step, chosen_on_validation, point, meta) -> str:
+  data, val = config.data, config.data.val_split
+  chosen_by = (f'the highest ROC-AUC on {val!r} among the saved evaluations' if chosen_on_validation
+               else 'named by the user, not chosen on validation')
+  text = [f'Model {config.model.name}, task {data.task} ({", ".join(tasks.class_names(data))}).',
+          f'Checkpoint of step {step}, {chosen_by}.']
+  if point:
+    text.append(f'Operating threshold {point["threshold"]:.4f}, chosen on the {val!r} outputs of that checkpoint: '
+                f'{point["rule"]}; metrics are also given at the fixed threshold 0.5.')
+  else:
+    text.append('The most probable class is predicted (no threshold).')
+  if split == val:
+    text.append(f'Warning: {split!r} is the split that chose the checkpoint and the threshold: these numbers are '
+                'optimistic.')
+  else:
+    text.append(f'The {split!r} split ({len(meta["label"])} images, {len(np.unique(meta["patient_id"]))} patients) '
+                'chose nothing.')
+  text.append(f'{CONFIDENCE:.0%} intervals: percentile bootstrap over patients ({config.eval.bootstrap_samples} '
+              f'resamples, seed {config.eval.bootstrap_seed}), the threshold held fixed.')
+  width, height = (f'{sizes.min()}' if sizes.min() == sizes.max() else f'{sizes.min()}-{sizes.max()}'
+                   for sizes in (meta['original_width'], meta['original_height']))
+  text.append(f'Images: {data.resolution} px grayscale ({data.resize}), from source files of {width} x {height} px.')
+  return ' '.join(text)
+
+
+def training_history(workdir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The run's train/ and val/ scalars, {tag: (steps, values)}, from its TensorBoard event files."""
+  events = event_accumulator.EventAccumulator(str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()  # Drops the events a resumed run logged again after its last checkpoint.
+  history = {}
+  for tag in events.Tags()['tensors']:
+    if tag.startswith(('train/', 'val/')):
+      by_step = {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+      steps = np.array(sorted(by_step))
+      history[tag] = (steps, np.array([by_step[s] for s in steps]))
+  return history
+
+
+def _plots(out, workdir, builder, config, results, values, meta) -> None:
+  names, labels, probs = results['class_names'], values['label'], values['probs']
+  ops = results['operating_points']
+  thresholds = {name: op['threshold'] for name, op in ops.items() if op['threshold'] is not None}
+  plots.roc_curve(out / 'roc.png', labels, probs, names, thresholds)
+  plots.pr_curve(out / 'pr.png', labels, probs, names, thresholds)
+  plots.confusion_matrices(out / 'confusion_matrix.png', {n: op['confusion_matrix'] for n, op in ops.items()}, names)
+  plots.calibration(out / 'calibration.png', labels, probs, names)
+  history = training_history(workdir)
+  if history:
+    train_size = pipeline.split_info(builder, config.data.train_split, config.data).num_examples
+    plots.training_curves(out / 'training_curves.png', history, train_size // config.train.batch_size)
+  # Errors at the operating point that would be deployed: the validation-chosen one (or the most probable class).
+  decision_name, t = list(thresholds.items())[-1] if thresholds else ('most probable class', None)
+  shown = most_confident_errors(labels, probs, t, NUM_ERRORS_SHOWN)
+  if len(shown):
+    predicted = metrics_lib.predicted_labels(probs, t)
+    images = _images_at(builder, results['split'], config.data, shown)
+    titles = []
+    for i in shown:
+      truth, guess = names[labels[i]], names[predicted[i]]
+      probabilities = (f'P({names[1]}) = {probs[i, 1]:.3f}' if t is not None else
+                       f'P({guess}) = {probs[i, predicted[i]]:.2f}, P({truth}) = {probs[i, labels[i]]:.2f}')
+      name = epath.Path(meta['filename'][i]).name
+      titles.append(f'{name}\ntrue {truth}, predicted {guess}\n{probabilities}')
+    decision = decision_name if t is None else f'{decision_name} {t:.3f}'
+    plots.image_grid(out / 'errors.png', [images[i] for i in shown], titles,
+                     f'The {len(shown)} most confident of {np.sum(predicted != labels)} errors on '
+                     f'{results["split"]!r} ({decision})')
+
+
+def most_confident_errors(labels, probs, threshold: float | None, count: int) -> np.ndarray:
+  """Indices of up to `count` misclassified examples, the most confidently wrong first.
+
+  Confidence is the margin by which the decision is wrong: |P(positive) - threshold| for two classes,
+  P(predicted) - P(true) otherwise.
+  """
+  predicted = metrics_lib.predicted_labels(probs, threshold)
+  wrong = np.flatnonzero(predicted != labels)
+  if probs.shape[1] == 2:
+    margin = np.abs(probs[wrong, 1] - threshold)
+  else:
+    margin = probs[wrong, predicted[wrong]] - probs[wrong, labels[wrong]]
+  return wrong[np.argsort(-margin, kind='stable')[:count]]
+
+
+def _images_at(builder, split, data_config, indices) -> dict[int, np.ndarray]:
+  """The stored uint8 [R, R] images of examples `indices` of a split, in `load_split` order."""
+  wanted = set(indices.tolist())
+  images = splits.load_split(builder, split, data_config).map(lambda ex: ex['image'][..., 0])
+  return {i: image for i, image in enumerate(tfds.as_numpy(images)) if i in wanted}

@@ -18,11 +18,11 @@ from clu import metrics
 from sklearn import metrics as skm
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """ROC-AUC, NaN when `labels` hold a single class (sklearn would raise)."""
+def _ranking(metric, labels: np.ndarray, scores: np.ndarray) -> float:
+  """A ranking metric (ROC-AUC, average precision), NaN when `labels` hold a single class (it is undefined)."""
   if len(np.unique(labels)) < 2:
     return float('nan')
-  return float(skm.roc_auc_score(labels, scores))
+  return float(metric(labels, scores))
 
 
 def binary_metrics(labels, scores, threshold: float = 0.5) -> dict:
@@ -37,7 +37,9 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict:
       labels, preds, labels=[0, 1], zero_division=np.nan)
   return {
       'accuracy': float(skm.accuracy_score(labels, preds)),
-      'auc': _auc(labels, scores),
+      'auc': _ranking(skm.roc_auc_score, labels, scores),
+      # Average precision: the step-wise area under the precision-recall curve (no optimistic interpolation).
+      'pr_auc': _ranking(skm.average_precision_score, labels, scores),
       'sensitivity': float(recall[1]),
       'specificity': float(recall[0]),
       'precision': float(precision[1]),
@@ -51,7 +53,7 @@ def multiclass_metrics(labels, probs) -> dict:
   """Accuracy of the argmax, one-vs-rest AUC per class and their macro mean, confusion matrix."""
   labels, probs = np.asarray(labels), np.asarray(probs)
   num_classes = probs.shape[1]
-  per_class_auc = [_auc(labels == c, probs[:, c]) for c in range(num_classes)]
+  per_class_auc = [_ranking(skm.roc_auc_score, labels == c, probs[:, c]) for c in range(num_classes)]
   return {
       'accuracy': float(skm.accuracy_score(labels, probs.argmax(axis=1))),
       'auc': float(np.mean(per_class_auc)),  # sklearn's macro one-vs-rest; NaN if a class is absent.
@@ -60,6 +62,14 @@ def multiclass_metrics(labels, probs) -> dict:
       'confusion_matrix': skm.confusion_matrix(
           labels, probs.argmax(axis=1), labels=list(range(num_classes))).tolist(),
   }
+
+
+def predicted_labels(probs, threshold: float = 0.5) -> np.ndarray:
+  """The decision: probs[:, 1] >= `threshold` for two classes, the most probable class otherwise."""
+  probs = np.asarray(probs)
+  if probs.shape[1] == 2:
+    return (probs[:, 1] >= threshold).astype(np.int64)
+  return probs.argmax(axis=1)
 
 
 def classification_metrics(labels, probs, threshold: float = 0.5) -> dict:

@@ -33,3 +33,14 @@ def builder64(tfds_dir):
   if not CHEST_XRAY.is_dir():
     pytest.fail(f'{CHEST_XRAY} is missing: the tests need the shared data beside the checkout.')
   return paths.get_builder(data_config(tfds_dir, CHEST_XRAY))
+
+
+@pytest.fixture(scope='session')
+def trained_run(builder64, tfds_dir, tmp_path_factory):
+  """A tiny binary CNN trained for 6 steps on the 64 px data, once per session: (config, workdir, results)."""
+  from pneumojax.train import loop
+  from tests.test_train import tiny_config
+  workdir = tmp_path_factory.mktemp('trained_run')
+  config = tiny_config(tfds_dir, 6)
+  config.eval.bootstrap_samples = 50  # Enough to test the intervals, fast.
+  return config, workdir, loop.train_and_evaluate(config, str(workdir))

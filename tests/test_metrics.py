@@ -19,6 +19,8 @@ EXPECTED = {
     # Pairs (pneumonia, normal) ranked right, out of 25: 0.95 beats 5, 0.8 and 0.7 beat 4, 0.55 beats 3,
     # 0.3 beats 2.
     'auc': 18 / 25,
+    # Ranked by score, the pneumonia images are 1st, 3rd, 4th, 6th and 8th: the mean precision at each of them.
+    'pr_auc': (1 / 1 + 2 / 3 + 3 / 4 + 4 / 6 + 5 / 8) / 5,
     'sensitivity': 4 / 5,
     'specificity': 3 / 5,
     'precision': 4 / 6,
@@ -50,6 +52,7 @@ def test_binary_metrics_agree_with_sklearn():
   result = metrics.binary_metrics(LABELS, SCORES)
   preds = SCORES >= 0.5
   assert result['auc'] == pytest.approx(skm.roc_auc_score(LABELS, SCORES))
+  assert result['pr_auc'] == pytest.approx(skm.average_precision_score(LABELS, SCORES))
   assert result['accuracy'] == pytest.approx(skm.accuracy_score(LABELS, preds))
   assert result['sensitivity'] == pytest.approx(skm.recall_score(LABELS, preds))
   assert result['specificity'] == pytest.approx(skm.recall_score(LABELS, preds, pos_label=0))
@@ -70,7 +73,7 @@ def test_threshold_moves_the_decision_not_the_auc():
 
 def test_undefined_metrics_are_nan_not_zero():
   all_normal = metrics.binary_metrics([0, 0, 0], [0.1, 0.7, 0.2])
-  assert math.isnan(all_normal['auc'])
+  assert math.isnan(all_normal['auc']) and math.isnan(all_normal['pr_auc'])
   assert math.isnan(all_normal['sensitivity'])
   assert all_normal['specificity'] == pytest.approx(2 / 3)
   nothing_predicted = metrics.binary_metrics([0, 1, 1], [0.1, 0.2, 0.3])

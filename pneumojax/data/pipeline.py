@@ -13,13 +13,16 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from pneumojax.data import augment, splits
+from pneumojax.data import augment, splits, tasks
 
 # Per-channel (mean, std) applied to pixels in [0, 1].
 NORMALIZATIONS = {
     'symmetric': ((0.5,), (0.5,)),     # [-1, 1]
     'unit': ((0.0,), (1.0,)),          # [0, 1]
     'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # Keras VGG/ResNet50 ('caffe'): 0-255 BGR minus the ImageNet mean. Our channels are copies of one gray
+    # image, so BGR order matters only for the means, given here in BGR order.
+    'caffe': ((103.939 / 255, 116.779 / 255, 123.68 / 255), (1 / 255,) * 3),
 }
 
 
@@ -34,7 +37,7 @@ def split_info(builder, split: str, data_config) -> SplitInfo:
   labels = splits.split_metadata(builder, split, data_config)['label']
   if len(labels) == 0:
     raise ValueError(f'The {split!r} split of {builder.data_dir} is empty: check val_fraction and the data.')
-  num_classes = builder.info.features['label'].num_classes
+  num_classes = len(tasks.class_names(data_config))
   return SplitInfo(split, len(labels), tuple(np.bincount(labels, minlength=num_classes).tolist()))
 
 
@@ -104,6 +107,15 @@ def train_dataset(builder, data_config, global_batch_size: int, seed: int, start
   return stream.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def eval_images(images, data_config) -> tf.Tensor:
+  """uint8 [b, R, R, 1] at the stored resolution -> model input, exactly as evaluation and `predict` feed it."""
+  images = tf.cast(images, tf.float32) / 255.0
+  size = _image_size(data_config)
+  if size != data_config.resolution:
+    images = tf.image.resize(images, (size, size), antialias=True)
+  return _normalise(images, data_config)
+
+
 def eval_dataset(builder, data_config, split: str, global_batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> tuple[tf.data.Dataset, SplitInfo]:
   """One pass over `split` in its fixed order; the last batch is padded and masked, so nothing is dropped."""
@@ -116,14 +128,10 @@ def eval_dataset(builder, data_config, split: str, global_batch_size: int, proce
         {'image': tf.zeros([data_config.resolution] * 2 + [1], tf.uint8), 'label': tf.constant(0),
          'mask': tf.constant(0.0)})
     ds = ds.concatenate(padding.repeat(num_padding))
-  size = _image_size(data_config)
 
   def make_batch(batch):
     local = _process_slice(batch, process_index, process_count)
-    images = tf.cast(local['image'], tf.float32) / 255.0
-    if size != data_config.resolution:
-      images = tf.image.resize(images, (size, size), antialias=True)
-    return {**local, 'image': _normalise(images, data_config)}
+    return {**local, 'image': eval_images(local['image'], data_config)}
 
   ds = ds.batch(global_batch_size).map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE), info

@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pneumojax.data import tasks
+
 OFFICIAL = ('train', 'val', 'test')
 PATIENT_DISJOINT = ('train_pd', 'val_pd')
 ALL = OFFICIAL + PATIENT_DISJOINT
@@ -51,14 +53,26 @@ def validation_patients(builder, fraction: float, seed: int) -> list[str]:
 
 
 def split_metadata(builder, split: str, data_config) -> dict[str, np.ndarray]:
-  """The metadata of a named split, row i describing the i-th example that `load_split` yields."""
+  """The metadata of a named split, row i describing the i-th example that `load_split` yields.
+
+  Only the images of `data_config.task` are listed, and `label` is the task's label (see data/tasks.py).
+  """
   _check_split(builder, split)
   if split not in PATIENT_DISJOINT:
-    return read_metadata(builder, split)
+    return _task_rows(read_metadata(builder, split), data_config)
   meta = read_metadata(builder, 'train')
   in_val = np.isin(meta['patient_id'], validation_patients(builder, data_config.val_fraction, data_config.val_seed))
   keep = in_val if split == 'val_pd' else ~in_val
-  return {k: v[keep] for k, v in meta.items()}
+  return _task_rows({k: v[keep] for k, v in meta.items()}, data_config)
+
+
+def _task_rows(meta: dict[str, np.ndarray], data_config) -> dict[str, np.ndarray]:
+  """The rows of the images in `data_config.task`, `label` set to the task's label (as `tasks.apply`)."""
+  if not meta:
+    return meta
+  labels = tasks.labels(meta['subtype'], data_config)
+  keep = labels >= 0
+  return {**{k: v[keep] for k, v in meta.items()}, 'label': labels[keep]}
 
 
 def _check_split(builder, split: str) -> None:
@@ -72,7 +86,7 @@ def _check_split(builder, split: str) -> None:
 
 
 def load_split(builder, split: str, data_config, read_config=None) -> tf.data.Dataset:
-  """The examples of a named split (ALL), in a fixed order."""
+  """The examples of a named split (ALL) in `data_config.task`, with the task's `label`, in a fixed order."""
   _check_split(builder, split)
   base = 'train' if split in PATIENT_DISJOINT else split
   ds = builder.as_dataset(split=base, shuffle_files=False, read_config=read_config)
@@ -82,4 +96,4 @@ def load_split(builder, split: str, data_config, read_config=None) -> tf.data.Da
         tf.lookup.KeyValueTensorInitializer(tf.constant(list(val)), tf.ones(len(val), tf.bool)), default_value=False)
     keep_val = split == 'val_pd'
     ds = ds.filter(lambda ex: tf.equal(table.lookup(ex['patient_id']), keep_val))
-  return ds
+  return tasks.apply(ds, data_config)

@@ -2,13 +2,19 @@
 
 Every model is called as `model.apply(variables, x, train=..., rngs={'dropout': key})` on float32 images
 [B, H, W, C] (C = 1 or 3) and returns float32 logits [B, num_classes], whatever its compute `dtype`; parameters
-are always float32.
+are always float32. Every model takes `freeze_batch_norm=True`: BatchNorm then normalises with its running
+statistics and leaves them unchanged, in training too (no effect on models without BatchNorm).
+
+The pretrained-backbone families (vgg, resnet, inception_v3, densenet121, mobilenet_v2, efficientnet_lite0)
+also share a head (models/head.py): `num_classes`, `hidden` (widths of relu dense layers before the output),
+`dropout_rate`; their head's parameters are under `params['head']`. With `features_only=True` they return the
+pooled float32 backbone features [B, D] instead, for linear probing and cached features.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import resnet, simple_cnn
+from pneumojax.models import densenet, efficientnet, inception, mobilenet, resnet, simple_cnn, vgg
 
 _MODELS = {
     'simple_cnn': simple_cnn.simple_cnn,
@@ -17,6 +23,13 @@ _MODELS = {
     'resnet18': resnet.resnet18,
     'resnet34': resnet.resnet34,
     'resnet50': resnet.resnet50,
+    'resnet101': resnet.resnet101,
+    'vgg16': vgg.vgg16,
+    'vgg19': vgg.vgg19,
+    'inception_v3': inception.inception_v3,
+    'densenet121': densenet.densenet121,
+    'mobilenet_v2': mobilenet.mobilenet_v2,
+    'efficientnet_lite0': efficientnet.efficientnet_lite0,
 }
 
 

@@ -33,14 +33,15 @@ class SimpleCNN(nn.Module):
   pooling: str = 'avg'             # 'avg': global average pooling; 'flatten': keep the spatial layout.
   hidden: Sequence[int] = ()       # widths of the dense relu layers of the head.
   dropout_rate: float = 0.5        # dropout before the output layer.
+  freeze_batch_norm: bool = False  # True: BatchNorm uses and keeps its running statistics in training too.
   dtype: Any = jnp.float32         # compute dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=self.padding, use_bias=not self.use_bn,
                              dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype, param_dtype=jnp.float32)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)
     for width in self.widths:
       for _ in range(self.convs_per_block):
         x = conv(width)(x)

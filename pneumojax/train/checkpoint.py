@@ -10,6 +10,7 @@ Saves are asynchronous: `save` returns once the arrays are copied to host memory
 """
 
 import json
+import logging
 import math
 
 import jax
@@ -19,6 +20,11 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'auc'
+log = logging.getLogger(__name__)
+
+
+class MismatchError(ValueError):
+  """The workdir holds checkpoints of another model or train state; they are left untouched."""
 
 
 def _best_score(metrics) -> float:
@@ -56,6 +62,11 @@ class Checkpointer:
             preservation_policy=preservation,
             best_fn=_best_score,  # Only for `best_step()`; retention is the policy above.
             create=False))  # The first save creates the directory; evaluating a wrong path must not.
+    if self.directory.exists():
+      incomplete = sorted(p.name for p in self.directory.glob('*.orbax-checkpoint-tmp-*'))
+      if incomplete:
+        log.warning('Ignoring %d incomplete checkpoint(s) in %s, left by an interrupted save: %s.',
+                    len(incomplete), self.directory, ', '.join(incomplete))
 
   def save(self, step: int, state, config: ml_collections.ConfigDict, metrics: dict | None = None) -> bool:
     """Saves the (unreplicated) `state` at `step`; False if a checkpoint at `step` or later exists.
@@ -64,7 +75,9 @@ class Checkpointer:
     kept only while it is among the latest `keep`.
     """
     return self._manager.save(step, metrics=metrics, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_arrays(state)),
+        # Host copies: every process holds the same replicated state, and Orbax saves host arrays once, from
+        # the primary process (process-local device arrays cannot be saved in a multi-process run).
+        state=ocp.args.StandardSave(jax.device_get(_arrays(state))),
         config=ocp.args.JsonSave(json.loads(config.to_json()))))
 
   def latest_step(self) -> int | None:
@@ -86,14 +99,28 @@ class Checkpointer:
       raise FileNotFoundError(f'No checkpoint at step {step} in {self.directory} (saved steps: '
                               f'{list(self._manager.all_steps())}).')
     self._check_shapes(step, _arrays(target))
-    abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, _arrays(target))
+    abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, jax.device_get(_arrays(target)))
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return target.replace(**restored['state'])
 
   def restore_latest(self, target):
-    """The latest checkpoint restored into `target`, or None if there is none (a fresh run)."""
-    step = self.latest_step()
-    return None if step is None else self.restore(step, target)
+    """The latest readable checkpoint restored into `target`, or None if there is none (a fresh run).
+
+    A step that cannot be read (damaged on disk) is skipped with a warning for the one before it.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return self.restore(step, target)
+      except MismatchError:
+        raise
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        log.warning('Checkpoint step %d in %s cannot be read (%s: %s); trying the step before it.',
+                    step, self.directory, type(e).__name__, e)
+    if steps:
+      raise FileNotFoundError(f'None of the checkpoints {steps} in {self.directory} can be read. Move that '
+                              'folder away to start afresh.')
+    return None
 
   def restore_best(self, target):
     """The best checkpoint by validation AUC restored into `target`."""
@@ -116,11 +143,15 @@ class Checkpointer:
     """Raises ValueError, before any training work, if the workdir's checkpoints are of another model."""
     if self.latest_step() is None:
       return
-    saved = self.saved_config()['model']
+    try:
+      saved = self.saved_config()['model']
+    except Exception as e:  # a damaged latest step: restore_latest falls back to an earlier one
+      log.warning('Cannot read the config of the latest checkpoint in %s (%s).', self.directory, e)
+      return
     requested = json.loads(config.to_json())['model']
     if saved != requested:
       differing = sorted(k for k in saved.keys() | requested.keys() if saved.get(k) != requested.get(k))
-      raise ValueError(
+      raise MismatchError(
           f'{self.workdir} holds checkpoints of model {saved["name"]!r} but the config asks for model '
           f'{requested["name"]!r} (differing model fields: {", ".join(differing)}). The checkpoints were '
           f'left untouched: use a new --workdir, or remove {self.workdir} to start afresh.')
@@ -133,7 +164,7 @@ class Checkpointer:
     differing = [f'{path}: saved {saved.get(path, "absent")}, requested {wanted.get(path, "absent")}'
                  for path in paths if saved.get(path) != wanted.get(path)]
     if differing:
-      raise ValueError(
+      raise MismatchError(
           f'{self.workdir} holds a checkpoint (step {step}) of model '
           f'{self.saved_config(step)["model"]["name"]!r} that does not fit the requested train state '
           f'({len(differing)} arrays differ, e.g. {"; ".join(differing[:3])}). The checkpoint was left '

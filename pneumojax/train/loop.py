@@ -13,15 +13,14 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 from clu import metric_writers, periodic_actions
 from etils import epath
 
 from pneumojax import metrics as metrics_lib
-from pneumojax import models
+from pneumojax import models, threshold
 from pneumojax.data import paths, pipeline
-from pneumojax.train import checkpoint, optim, parallel, step as step_lib
-from pneumojax.train.state import create_train_state
+from pneumojax.train import checkpoint, distributed, optim, parallel, preemption, step as step_lib, validate
+from pneumojax.train.state import create_train_state, with_pretrained
 
 RESULTS = 'results.json'
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def input_shape(config) -> tuple[int, int, int]:
 
 def build_model(config):
   return models.get_model(config.model.name, num_classes=config.model.num_classes, dtype=config.model.dtype,
-                          **config.model.kwargs)
+                          freeze_batch_norm=config.model.freeze_batch_norm, **config.model.kwargs)
 
 
 def initial_state(config, steps_per_epoch: int, total_steps: int):
@@ -44,6 +43,11 @@ def initial_state(config, steps_per_epoch: int, total_steps: int):
   # Jitted: initialising op by op takes many seconds for the larger models on CPU.
   init = jax.jit(lambda rng: create_train_state(model, tx, rng, shape))
   return init(jax.random.key_data(jax.random.key(config.seed))), schedule
+
+
+def new_run_state(config, state):
+  """How a new run starts from a fresh `state`: with the pretrained variables of `model.init_from`, if set."""
+  return with_pretrained(state, config.model.init_from) if config.model.init_from else state
 
 
 def evaluate(dp: parallel.DataParallel, state, dataset) -> metrics_lib.EvalMetrics:
@@ -59,18 +63,14 @@ def _scalars(results: dict, prefix: str) -> dict:
   return {f'{prefix}/{k}': v for k, v in results.items() if isinstance(v, (int, float)) and not math.isnan(v)}
 
 
-def check_batch_sizes(config) -> None:
-  for name in ('batch_size', 'eval_batch_size'):
-    size = config.train[name]
-    if size <= 0 or size % jax.device_count():
-      raise ValueError(f'train.{name}={size} must be a positive multiple of the {jax.device_count()} devices: '
-                       f'set --config.train.{name} to a multiple of {jax.device_count()}.')
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the test metrics of the best-on-validation checkpoint."""
+  distributed.initialize(config.distributed)  # First: nothing may start JAX's backends before it.
+  validate.validate(config, workdir)
+  if config.train.cached_features:
+    from pneumojax.train import linear_probe  # Imported here: it builds on this module.
+    return linear_probe.train_and_evaluate(config, workdir)
   workdir = epath.Path(workdir)
-  check_batch_sizes(config)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.checkpoint_keep)
   ckpt.check_config(config)  # Before any expensive work: a workdir of another model is an error.
   builder = paths.get_builder(config.data)
@@ -84,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_every = config.train.eval_every_steps or steps_per_epoch
 
   state, schedule = initial_state(config, steps_per_epoch, total_steps)
-  state = ckpt.restore_latest(state) or state
+  state = ckpt.restore_latest(state) or new_run_state(config, state)
   start_step = int(state.step)
   class_weights = None
   if config.data.class_balance == 'weights':
@@ -102,39 +102,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   val_data, val_info = pipeline.eval_dataset(builder, config.data, config.data.val_split,
                                              config.train.eval_batch_size, **process)
   log.info('Training %s on %s (%d images, classes %s) for %d steps of %d images (%d per epoch); '
-               'validation on %s (%d images).', config.model.name, train_info.name, train_info.num_examples,
-               train_info.class_counts, total_steps, batch_size, steps_per_epoch, val_info.name,
-               val_info.num_examples)
+           'validation on %s (%d images).', config.model.name, train_info.name, train_info.num_examples,
+           train_info.class_counts, total_steps, batch_size, steps_per_epoch, val_info.name, val_info.num_examples)
   train_batches = pipeline.train_dataset(builder, config.data, batch_size, config.seed, start_step,
                                          **process).as_numpy_iterator()
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_steps=config.train.log_every_steps)
   pending, window_start = [], (start_step, time.perf_counter())
-  for step in range(start_step + 1, total_steps + 1):
-    state, step_metrics = dp.train_step(state, dp.shard(next(train_batches)))
-    pending.append(step_metrics)
-    progress(step)
-    end_of_eval_period = step % eval_every == 0 or step == total_steps
-    if step % config.train.log_every_steps == 0 or end_of_eval_period:
-      train_metrics = _train_summary(dp, pending, workdir, ckpt)
-      pending = []
-      rate = (step - window_start[0]) * batch_size / (time.perf_counter() - window_start[1])
-      window_start = (step, time.perf_counter())
-      writer.write_scalars(step, {**_scalars(train_metrics, 'train'), 'train/learning_rate': float(schedule(step)),
-                                  'train/images_per_sec': rate})
-      log.info('step %d/%d (epoch %.2f): loss %.4f, accuracy %.4f, %.1f images/s', step, total_steps,
-                   step / steps_per_epoch, train_metrics['loss'], train_metrics['accuracy'], rate)
-    if end_of_eval_period:
-      with progress.timed('eval'):
-        val_results = evaluate(dp, state, val_data).compute()
-      writer.write_scalars(step, _scalars(val_results, 'val'))
-      log.info('step %d validation (%s): auc %.4f, accuracy %.4f, sensitivity %.4f, specificity %.4f',
-                   step, val_info.name, val_results['auc'], val_results['accuracy'], val_results['sensitivity'],
-                   val_results['specificity'])
-      ckpt.save(step, dp.unreplicate(state), config, val_results)
-      window_start = (step, time.perf_counter())  # Evaluation time is not training throughput.
+  with preemption.StopOnSignal() as stop:
+    for step in range(start_step + 1, total_steps + 1):
+      state, step_metrics = dp.train_step(state, dp.shard(next(train_batches)))
+      pending.append(step_metrics)
+      if stop.should_stop(step):
+        _stop(step, dp, state, ckpt, config, workdir, pending, stop.signum)
+      progress(step)
+      end_of_eval_period = step % eval_every == 0 or step == total_steps
+      if step % config.train.log_every_steps == 0 or end_of_eval_period:
+        train_metrics = _train_summary(dp, pending, workdir, ckpt)
+        pending = []
+        rate = (step - window_start[0]) * batch_size / (time.perf_counter() - window_start[1])
+        window_start = (step, time.perf_counter())
+        writer.write_scalars(step, {**_scalars(train_metrics, 'train'), 'train/images_per_sec': rate,
+                                    'train/learning_rate': float(schedule(step))})
+        log.info('step %d/%d (epoch %.2f): loss %.4f, accuracy %.4f, %.1f images/s', step, total_steps,
+                 step / steps_per_epoch, train_metrics['loss'], train_metrics['accuracy'], rate)
+      if end_of_eval_period:
+        with progress.timed('eval'):
+          val_results = evaluate(dp, state, val_data).compute()
+        writer.write_scalars(step, _scalars(val_results, 'val'))
+        log.info('step %d validation (%s): %s', step, val_info.name,  # sensitivity etc. for two classes only
+                 ', '.join(f'{k} {v:.4f}' for k, v in val_results.items() if isinstance(v, float)))
+        ckpt.save(step, dp.unreplicate(state), config, val_results)
+        window_start = (step, time.perf_counter())  # Evaluation time is not training throughput.
   writer.flush()
   return final_test(config, workdir, builder, dp, ckpt, state)
+
+
+def _stop(step, dp, state, ckpt, config, workdir, pending, signum):
+  """Saves the state at this step boundary and raises Interrupted (the caller exits with 128 + signum)."""
+  _train_summary(dp, pending, workdir, ckpt)  # never save a NaN state
+  ckpt.save(step, dp.unreplicate(state), config)
+  ckpt.close()
+  raise preemption.Interrupted(
+      f'Stopped by signal {signum} at step {step}; a checkpoint of this step is in {ckpt.directory}. '
+      'Run the same command again to resume.', signum)
 
 
 def _train_summary(dp, pending, workdir, ckpt) -> dict:
@@ -159,19 +170,31 @@ def final_test(config, workdir, builder, dp, ckpt, state) -> dict:
   state = dp.replicate(ckpt.restore(best_step, dp.unreplicate(state)))
   ckpt.close()
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  results = {}
+  results, collected = {}, {}
   for role, split in (('val', config.data.val_split), ('test', config.data.test_split)):
     data, info = pipeline.eval_dataset(builder, config.data, split, config.train.eval_batch_size, **process)
-    results[role] = {'split': split, **evaluate(dp, state, data).compute()}
+    collected[role] = evaluate(dp, state, data)
+    results[role] = {'split': split, **collected[role].compute()}
+  # Chosen on the validation outputs only; `pneumojax predict` reads it from the workdir.
+  point = threshold.operating_point(collected['val'].outputs.compute(), config.eval, config.data.val_split,
+                                    best_step)
+  if point:
+    results['test_at_val_threshold'] = {'split': config.data.test_split, **point,
+                                        **collected['test'].compute(point['threshold'])}
   results['checkpoint_step'] = best_step
+  decision = (f'metrics at the fixed threshold 0.5 and, in test_at_val_threshold, at the threshold chosen on the '
+              f'{config.data.val_split!r} outputs of that checkpoint ({point["rule"]})' if point
+              else 'the most probable class predicted')
   results['protocol'] = (
       f'Checkpoint chosen by the highest ROC-AUC on {config.data.val_split!r} (patient-disjoint: '
       f'{config.data.val_fraction:.0%} of the official train patients, seed {config.data.val_seed}) among the '
-      f'evaluations every {config.train.eval_every_steps or "epoch"} (steps); metrics at the fixed threshold 0.5; '
+      f'evaluations every {config.train.eval_every_steps or "epoch"} (steps); {decision}; '
       f'the {config.data.test_split!r} split evaluated once, after training, with that checkpoint.')
   results['config'] = config.to_dict()
   if jax.process_index() == 0:
     (workdir / RESULTS).write_text(json.dumps(results, indent=1, default=str))
+    if point:
+      threshold.save(workdir, point)
   log.info('Test (%s) with the checkpoint of step %d: %s', config.data.test_split, best_step,
                {k: v for k, v in results['test'].items() if k != 'confusion_matrix'})
   return results

@@ -7,6 +7,8 @@ import jax
 import optax
 from flax.training import train_state
 
+from pneumojax import weights
+
 
 class TrainState(train_state.TrainState):
   """`step`, `params`, `opt_state` (from flax) plus BatchNorm statistics and the run's base PRNG key.
@@ -24,3 +26,14 @@ def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array, 
                          jax.numpy.zeros((1, *input_shape), jax.numpy.float32), train=False)
   return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                            batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+
+
+def with_pretrained(state: TrainState, directory) -> TrainState:
+  """`state` with every variable but the head read from the pretrained checkpoint in `directory`.
+
+  See pneumojax.weights.restore; the optimizer state is initialised afresh for the new parameters.
+  """
+  variables = weights.restore(directory, {'params': state.params, 'batch_stats': state.batch_stats})
+  variables = jax.tree.map(jax.numpy.asarray, variables)
+  return state.replace(params=variables['params'], batch_stats=variables.get('batch_stats', {}),
+                       opt_state=state.tx.init(variables['params']))

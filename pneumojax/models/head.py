@@ -1,0 +1,41 @@
+"""The classifier head shared by the pretrained-backbone families: pooled features -> logits.
+
+Its parameters live under the module name `head`, which is how the optimizer tells the head from the backbone
+(frozen or lower-rate backbone, `pneumojax.train.optim`) and how pretrained weights leave the head fresh.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+HEAD = 'head'
+
+
+class Head(nn.Module):
+  """[dropout -> dense -> relu] per `hidden` width, then dropout -> dense to float32 logits."""
+  num_classes: int
+  hidden: Sequence[int] = ()
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32)
+    for i, width in enumerate(self.hidden):
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = nn.relu(dense(width, name=f'hidden{i}')(x))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return dense(self.num_classes, name='out')(x).astype(jnp.float32)
+
+
+def classify(module: nn.Module, features, train: bool):
+  """`module`'s output: its float32 features if `module.features_only`, else the logits of its head.
+
+  `module` is the calling backbone, with the fields num_classes, hidden, dropout_rate, features_only, dtype.
+  """
+  if module.features_only:
+    return features.astype(jnp.float32)
+  head = Head(module.num_classes, module.hidden, module.dropout_rate, module.dtype, name=HEAD)
+  return head(features, train)

@@ -1,0 +1,77 @@
+"""Checks a run's config and workdir before any expensive work, with messages that say what to change."""
+
+import os
+import tempfile
+
+import jax
+
+from pneumojax import models, threshold
+from pneumojax.data import builder, pipeline, splits, tasks
+from pneumojax.train import optim, parallel
+
+_CHOICES = {
+    'data.resolution': builder.RESOLUTIONS,
+    'data.resize': builder.RESIZE_METHODS,
+    'data.channels': (1, 3),
+    'data.normalize': tuple(pipeline.NORMALIZATIONS),
+    'data.class_balance': ('none', 'weights', 'oversample'),
+    'data.train_split': splits.ALL,
+    'data.val_split': splits.ALL,
+    'data.test_split': splits.ALL,
+    'data.task': tuple(tasks.CLASS_NAMES),
+    'eval.threshold_rule': threshold.RULES,
+    'model.name': tuple(models.list_models()),
+    'optim.name': optim.OPTIMIZERS,
+    'optim.schedule': optim.SCHEDULES,
+    'train.parallel': parallel.MODES,
+}
+_POSITIVE = ('train.batch_size', 'train.eval_batch_size', 'train.log_every_steps', 'train.checkpoint_keep',
+             'optim.learning_rate')
+
+
+def _get(config, dotted: str):
+  for key in dotted.split('.'):
+    config = config[key]
+  return config
+
+
+def validate(config, workdir: str) -> None:
+  """Raises ValueError naming the first bad field (or an unwritable workdir) and the values it may take."""
+  for field, choices in _CHOICES.items():
+    if _get(config, field) not in choices:
+      raise ValueError(f'--config.{field}={_get(config, field)!r} is not one of: '
+                       f'{", ".join(map(str, choices))}.')
+  for field in _POSITIVE:
+    if not _get(config, field) > 0:
+      raise ValueError(f'--config.{field}={_get(config, field)!r} must be positive.')
+  num_classes = len(tasks.CLASS_NAMES[config.data.task])
+  if config.model.num_classes != num_classes:  # Out-of-range labels would train without any error.
+    raise ValueError(f'--config.data.task={config.data.task!r} has {num_classes} classes: set '
+                     f'--config.model.num_classes={num_classes} (not {config.model.num_classes}).')
+  if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
+    raise ValueError('Set --config.train.num_epochs or --config.train.num_steps to a positive number.')
+  if not 0 < config.data.val_fraction < 1:
+    raise ValueError(f'--config.data.val_fraction={config.data.val_fraction} must be between 0 and 1.')
+  if config.data.val_split == config.data.test_split:
+    raise ValueError(f'The validation split chooses the checkpoint: it cannot be the test split '
+                     f'({config.data.test_split!r}). Set --config.data.val_split=val_pd.')
+  if config.data.train_split in (config.data.val_split, config.data.test_split):
+    raise ValueError(f'--config.data.train_split={config.data.train_split!r} is also the validation or test split.')
+  check_batch_sizes(config)
+  _check_writable(workdir)
+
+
+def check_batch_sizes(config) -> None:
+  for name in ('batch_size', 'eval_batch_size'):
+    if config.train[name] % jax.device_count():
+      raise ValueError(f'train.{name}={config.train[name]} must be a multiple of the {jax.device_count()} '
+                       f'devices: set --config.train.{name} to a multiple of {jax.device_count()}.')
+
+
+def _check_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ValueError(f'The workdir {workdir} cannot be written ({e}); choose another --workdir.') from None

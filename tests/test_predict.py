@@ -1,0 +1,127 @@
+"""`pneumojax predict` on real files: the eval path's numbers, odd inputs, unreadable files, bad arguments."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumojax import cli, evaluate, predict, threshold
+from pneumojax.data import paths, pipeline, splits
+from pneumojax.train import loop, parallel, step as step_lib
+from tests.conftest import FULLRES, SHARED
+
+OOD = SHARED / 'data' / 'ood_chest_xrays'
+
+
+def _rows(path) -> dict[str, dict]:
+  with open(path, newline='') as f:
+    return {row['path']: row for row in csv.DictReader(f)}
+
+
+def _eval_path_probabilities(config, workdir, data_config) -> dict[str, float]:
+  """P(pneumonia) of every image of the dataset of `data_config`, by evaluation's own pipeline and step."""
+  _, state, _ = evaluate.load_checkpoint(workdir)
+  dp = parallel.DataParallel('jit', step_lib.train_step, step_lib.eval_step)
+  builder = paths.get_builder(data_config)
+  probabilities = {}
+  for split in ('train', 'val'):
+    data, _ = pipeline.eval_dataset(builder, data_config, split, 64)
+    probs = loop.evaluate(dp, dp.replicate(state), data).outputs.compute()['probs'][:, 1]
+    probabilities.update(zip(splits.split_metadata(builder, split, data_config)['filename'], probs))
+  return probabilities
+
+
+def test_predictions_equal_the_eval_path_on_full_size_originals(trained_run, tmp_path):
+  config, workdir, _ = trained_run
+  out = tmp_path / 'predictions.csv'
+  cli.main(['predict', '--workdir', str(workdir), str(FULLRES), '--out', str(out), '--batch_size', '16'])
+  rows = _rows(out)
+  assert len(rows) == 100 and not (tmp_path / 'predictions.csv.partial').exists()
+  # The same originals as a dataset of their own, read by the TFDS builder and the eval pipeline.
+  data_config = config.data.copy_and_resolve_references()
+  data_config.update(dict(data_dir=str(tmp_path / 'tfds'), manual_dir=str(FULLRES)))
+  expected = _eval_path_probabilities(config, workdir, data_config)
+  assert len(expected) == 100
+  point = threshold.load(workdir, evaluate.load_checkpoint(workdir)[2])
+  for filename, probability in expected.items():
+    row = rows[str(FULLRES / filename)]
+    assert float(row['probability_pneumonia']) == pytest.approx(probability, abs=1e-5), filename
+    assert row['label'] == ('pneumonia' if float(row['probability_pneumonia']) >= point['threshold'] else 'normal')
+    assert row['error'] == ''
+
+
+def _write_variants(folder):
+  """A gray PNG with the full 0..255 range, and the same picture as RGB, opaque RGBA and 16-bit PNG."""
+  with Image.open(OOD / '00000001_000.png') as image:
+    gray = np.asarray(image.convert('L')).copy()
+  gray[0, 0], gray[0, 1] = 0, 255  # so that 16-bit scaling by the image's range gives the same pixels back
+  Image.fromarray(gray).save(folder / 'gray.png')
+  Image.fromarray(gray).convert('RGB').save(folder / 'rgb.png')
+  Image.fromarray(gray).convert('RGBA').save(folder / 'rgba.png')
+  Image.fromarray(gray.astype(np.uint16) * 257).save(folder / 'gray16.png')
+  with Image.open(folder / 'gray16.png') as image:
+    assert image.mode.startswith('I')  # really 16-bit on disk
+  Image.fromarray(gray[:300, :511]).save(folder / 'odd_size.jpeg')
+
+
+def test_any_size_depth_and_mode(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  _write_variants(tmp_path)
+  out = tmp_path / 'out.csv'
+  summary = predict.predict_files(workdir, [OOD, tmp_path], out, batch_size=4)
+  rows = _rows(out)
+  ood_images = [p for p in OOD.iterdir() if p.suffix in ('.png', '.jpg')]
+  assert summary['files'] == len(rows) == len(ood_images) + 5 and summary['errors'] == 0
+  probabilities = {path: float(row['probability_pneumonia']) for path, row in rows.items()}
+  assert all(np.isfinite(p) and 0 <= p <= 1 for p in probabilities.values())
+  gray = probabilities[str(tmp_path / 'gray.png')]
+  for variant in ('rgb.png', 'rgba.png', 'gray16.png'):
+    assert probabilities[str(tmp_path / variant)] == pytest.approx(gray, abs=1e-6), variant
+  assert len({round(p, 6) for p in probabilities.values()}) > 3  # the images are told apart
+
+
+def test_unreadable_files_get_an_error_row_and_the_rest_a_prediction(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  good = sorted((FULLRES / 'val' / 'NORMAL').iterdir())[:3]
+  for path in good:
+    shutil.copy(path, tmp_path)
+  (tmp_path / 'empty.jpeg').write_bytes(b'')
+  (tmp_path / 'notes.png').write_text('not an image')
+  (tmp_path / 'truncated.jpeg').write_bytes(good[0].read_bytes()[:2000])
+  (tmp_path / 'README.txt').write_text('no image suffix: not listed')
+  out = tmp_path / 'out.csv'
+  summary = predict.predict_files(workdir, [tmp_path], out, batch_size=2)
+  rows = _rows(out)
+  assert summary['errors'] == 3 and len(rows) == 6
+  for name, message in (('empty.jpeg', 'empty'), ('notes.png', 'not a readable'), ('truncated.jpeg', 'truncated')):
+    row = rows[str(tmp_path / name)]
+    assert name in row['error'] and message in row['error'] and row['probability_pneumonia'] == ''
+  for path in good:
+    row = rows[str(tmp_path / path.name)]
+    assert row['error'] == '' and 0 <= float(row['probability_pneumonia']) <= 1
+
+
+def test_bad_arguments_are_clear_errors_and_write_nothing(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  out = tmp_path / 'out.csv'
+  (tmp_path / 'empty_folder').mkdir()
+  with pytest.raises(FileNotFoundError, match='empty_folder: no .jpeg/.jpg/.png files'):
+    predict.predict_files(workdir, [tmp_path / 'empty_folder'], out)
+  with pytest.raises(FileNotFoundError, match='missing.png: no such file or folder'):
+    predict.predict_files(workdir, [FULLRES, tmp_path / 'missing.png'], out)
+  with pytest.raises(FileNotFoundError, match='holds no checkpoints'):
+    predict.predict_files(tmp_path / 'no_run', [FULLRES], out)
+  assert not out.exists() and not list(tmp_path.glob('*.partial'))
+
+
+def test_a_threshold_of_another_checkpoint_is_refused(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  copy = shutil.copytree(workdir, tmp_path / 'run')
+  (copy / threshold.FILE).write_text('{"threshold": 0.5, "checkpoint_step": 123}')
+  with pytest.raises(ValueError, match='threshold of checkpoint step 123'):
+    predict.predict_files(copy, [FULLRES], tmp_path / 'out.csv')
+  (copy / threshold.FILE).unlink()
+  with pytest.raises(FileNotFoundError, match='pneumojax eval --workdir'):
+    threshold.load(copy, 6)
