@@ -185,18 +185,20 @@ def final_test(config, workdir, builder, dp, ckpt, state) -> dict:
   decision = (f'metrics at the fixed threshold 0.5 and, in test_at_val_threshold, at the threshold chosen on the '
               f'{config.data.val_split!r} outputs of that checkpoint ({point["rule"]})' if point
               else 'the most probable class predicted')
+  every = f'{config.train.eval_every_steps} steps' if config.train.eval_every_steps else 'epoch'
+  held_out = (f' (patient-disjoint: {config.data.val_fraction:.0%} of the official train patients, seed '
+              f'{config.data.val_seed})' if config.data.val_split == 'val_pd' else '')
   results['protocol'] = (
-      f'Checkpoint chosen by the highest ROC-AUC on {config.data.val_split!r} (patient-disjoint: '
-      f'{config.data.val_fraction:.0%} of the official train patients, seed {config.data.val_seed}) among the '
-      f'evaluations every {config.train.eval_every_steps or "epoch"} (steps); {decision}; '
-      f'the {config.data.test_split!r} split evaluated once, after training, with that checkpoint.')
+      f'Checkpoint chosen by the highest ROC-AUC on {config.data.val_split!r}{held_out} among the evaluations '
+      f'every {every}; {decision}; the {config.data.test_split!r} split evaluated once, after training, with '
+      'that checkpoint.')
   results['config'] = config.to_dict()
   if jax.process_index() == 0:
     (workdir / RESULTS).write_text(json.dumps(results, indent=1, default=str))
     if point:
       threshold.save(workdir, point)
   log.info('Test (%s) with the checkpoint of step %d: %s', config.data.test_split, best_step,
-               {k: v for k, v in results['test'].items() if k != 'confusion_matrix'})
+           {k: v for k, v in results['test'].items() if k != 'confusion_matrix'})
   return results
 
 
