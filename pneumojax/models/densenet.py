@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pneumojax.models import layers
 from pneumojax.models.head import classify
 
 
@@ -29,12 +30,12 @@ class DenseNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1.001e-5, dtype=self.dtype, param_dtype=jnp.float32)
     x = conv(64, (7, 7), strides=2, padding=3, name='conv1_conv')(x)
     x = nn.relu(norm(name='conv1_bn')(x))
     # -inf padding, where Keras pads with zeros: the same maximum after a relu.
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_layers in enumerate(self.blocks):
       for j in range(num_layers):
         name = f'conv{i + 2}_block{j + 1}'

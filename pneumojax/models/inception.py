@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pneumojax.models import layers
 from pneumojax.models.head import classify
 
 ModuleDef = Any
@@ -38,7 +39,7 @@ def _avg_pool_3x3(x):
 
 
 def _max_pool_3x3(x):
-  return nn.max_pool(x, (3, 3), strides=(2, 2))
+  return layers.max_pool(x, (3, 3), strides=(2, 2))
 
 
 def _block_35(x, unit, pool_features):
@@ -112,7 +113,7 @@ class InceptionV3(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1e-3, use_scale=False, dtype=self.dtype, param_dtype=jnp.float32)
     unit = functools.partial(ConvBN, norm=norm, dtype=self.dtype)
     x = unit(32, (3, 3), strides=2, padding='VALID')(x)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pneumojax.models import layers
 from pneumojax.models.head import classify
 
 # (expansion, output filters at alpha 1, stride) of the 17 inverted residual blocks.
@@ -43,7 +44,7 @@ class MobileNetV2(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1e-3, dtype=self.dtype, param_dtype=jnp.float32)
 
     def conv_bn(x, features, kernel, name, bn_name, strides=1, groups=1, relu=True):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pneumojax.models import layers
 from pneumojax.models.head import classify
 
 ModuleDef = Any
@@ -100,7 +101,7 @@ class ResNet(nn.Module):
         raise ValueError("variant='keras' exists only for the bottleneck ResNets (50, 101): Keras has no 18/34.")
       block_cls = functools.partial(Bottleneck, stride_in_1x1=True)
     conv = functools.partial(nn.Conv, use_bias=keras, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1.001e-5 if keras else 1e-5, dtype=self.dtype, param_dtype=jnp.float32)
     if self.small_stem:
       x = conv(self.num_filters, (3, 3), padding=1, name='conv1')(x)
@@ -108,7 +109,7 @@ class ResNet(nn.Module):
     else:
       x = conv(self.num_filters, (7, 7), (2, 2), padding=3, name='conv1')(x)
       x = self.act(norm(name='bn1')(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, block_size in enumerate(self.stage_sizes):
       for j in range(block_size):
         strides = (2, 2) if i > 0 and j == 0 else (1, 1)

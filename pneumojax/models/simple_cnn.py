@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pneumojax.models import layers
+
 
 class SimpleCNN(nn.Module):
   """Conv blocks then a dense head; `__call__(x, train)` maps [B, H, W, C] float32 to float32 logits."""
@@ -40,7 +42,7 @@ class SimpleCNN(nn.Module):
   def __call__(self, x, train: bool):
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=self.padding, use_bias=not self.use_bn,
                              dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
+    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)
     for width in self.widths:
       for _ in range(self.convs_per_block):
@@ -48,7 +50,7 @@ class SimpleCNN(nn.Module):
         if self.use_bn:
           x = norm()(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = layers.max_pool(x, (2, 2), strides=(2, 2))
       if self.block_dropout_rate:
         x = nn.Dropout(self.block_dropout_rate, deterministic=not train)(x)
     if self.pooling == 'avg':

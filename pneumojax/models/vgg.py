@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pneumojax.models import layers
 from pneumojax.models.head import classify
 
 
@@ -34,7 +35,7 @@ class VGG(nn.Module):
         x = nn.Conv(min(64 * 2**i, 512), (3, 3), padding='SAME', dtype=self.dtype, param_dtype=jnp.float32,
                     name=f'block{i + 1}_conv{j + 1}')(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = layers.max_pool(x, (2, 2), strides=(2, 2))
     if self.pooling == 'avg':
       x = jnp.mean(x, axis=(1, 2))
     elif self.pooling == 'flatten':

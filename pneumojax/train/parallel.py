@@ -85,6 +85,10 @@ class DataParallel:
     """Donates `state`: use the returned one."""
     return self._train(state, batch)
 
+  def lower_train_step(self, state, batch):
+    """The train step lowered for these arguments, for XLA's cost and memory analyses (benchmarks)."""
+    return self._train.lower(state, batch)
+
   def eval_step(self, state, batch) -> dict[str, np.ndarray]:
     """Per-example outputs of the whole global batch, in global example order, as numpy on every process."""
     outputs = self._eval(state, batch)
