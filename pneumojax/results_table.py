@@ -129,8 +129,8 @@ def _cell(row: dict, section: str, metric: str) -> str:
 
 def markdown(rows: list[dict], title: str = 'Results') -> str:
   lines = [f'# {title}', '',
-           f'Mean ± sample standard deviation (ddof={DDOF}) over the runs of each group (seeds); a single run shows its '
-           'value alone. Groups differ in the config fields named; wall time is the mean seconds per run.', '']
+           (f'Mean ± sample standard deviation (ddof={DDOF}) over the runs of each group (seeds); a single run shows '
+            'its value alone. Groups differ in the config fields named; wall time is the mean seconds per run.'), '']
   for section in SECTIONS:
     if not any(f'{section}.auc.mean' in row for row in rows):
       continue

@@ -136,7 +136,8 @@ def _differences(saved: dict, requested: dict) -> list[str]:
 
 def run_one(config, workdir: Path, command: str) -> str:
   """Trains one run unless finished; returns 'skipped', 'resumed' or 'trained'. Raises what training raises."""
-  from pneumojax.train import loop  # Deferred: JAX and TensorFlow take seconds to import.
+  # Deferred: JAX and TensorFlow take seconds to import.
+  from pneumojax.train import loop
   results = workdir / loop.RESULTS
   if results.exists():
     differing = _differences(json.loads(results.read_text())['config'], json.loads(config.to_json()))
@@ -160,6 +161,7 @@ def run_one(config, workdir: Path, command: str) -> str:
 def run_sweep(sweep: Sweep, out: str | Path, config_args: list[str] = (), seeds=None) -> dict[str, str]:
   """Runs every run of `sweep` under `out`, then writes the tables; returns {run name: status or 'failed: ...'}."""
   import jax  # Deferred, as above.
+
   from pneumojax.train import preemption
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
