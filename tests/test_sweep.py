@@ -8,11 +8,13 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from pneumojax import cli, reproduction, results_table, sweep
-from pneumojax.train import checkpoint, loop, test_selected, validate
+from pneumojax import cli, models, reproduction, results_table, sweep, weights
+from pneumojax.train import checkpoint, linear_probe, loop, test_selected, validate
+from tests.test_train import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNING_RATES = [1e-3, 3e-3]
@@ -47,7 +49,7 @@ def swept(builder64, tfds_dir, tmp_path_factory):
 
 
 def test_sweep_runs_every_combination_and_resumes_the_interrupted_one(swept):
-  definition, out, runs, interrupted, statuses = swept
+  _definition, out, runs, interrupted, statuses = swept
   assert [r.name for r in runs] == ['optim.learning_rate=0.001__seed=0', 'optim.learning_rate=0.001__seed=1',
                                     'optim.learning_rate=0.003__seed=0', 'optim.learning_rate=0.003__seed=1']
   assert statuses == {r.name: 'resumed' if r is interrupted else 'trained' for r in runs}
@@ -75,7 +77,7 @@ def test_rerun_skips_finished_runs_without_training(swept, monkeypatch):
 
 
 def test_a_finished_run_of_another_config_is_not_taken_for_this_one(swept, monkeypatch):
-  definition, out, runs, _, _ = swept
+  definition, out, _runs, _, _ = swept
   monkeypatch.setattr(loop, 'train_and_evaluate', lambda *a, **k: pytest.fail('must not train'))
   statuses = sweep.run_sweep(definition, out, ['--config.train.batch_size=16'])
   assert all(s.startswith('failed: ValueError') and 'train.batch_size' in s for s in statuses.values()), statuses
@@ -143,7 +145,7 @@ def test_results_record_wall_time_hardware_versions_and_commit(swept):
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, tfds_dir, monkeypatch):
-  definition = _write_sweep(tmp_path, tfds_dir, {'data.class_balance': ['bogus', 'none']}, [0])
+  _write_sweep(tmp_path, tfds_dir, {'data.class_balance': ['bogus', 'none']}, [0])
 
   def fake_train(config, workdir):  # validates as the real one does, then "trains" instantly
     validate.validate(config, workdir)
@@ -244,3 +246,56 @@ def test_reproduction_page_numbers_come_from_the_results_files(swept, tmp_path):
   assert 'TEST set' in page  # the test-selected line, labelled
   not_run = page.split('## Not run here')[1]
   assert setup.name not in not_run and 'kermany2018_binary_inception_v3' in not_run and 'jain2020_model1' in not_run
+
+
+def test_train_head_evaluates_the_test_features_after_every_epoch():
+  from pneumojax.config import default_config
+  from pneumojax.models.head import Head
+  rng = np.random.default_rng(0)
+
+  def split(n):  # separable features: the label shifts the first coordinate
+    labels = rng.integers(0, 2, n)
+    return {'features': (rng.normal(size=(n, 8)) + 3 * labels[:, None] * np.eye(8)[0]).astype(np.float32),
+            'label': labels}
+  config = default_config()
+  config.train.update({'num_epochs': 3, 'batch_size': 32, 'eval_batch_size': 64})
+  config.optim.update({'learning_rate': 0.1, 'schedule': 'constant'})
+  head = Head(num_classes=2)
+  initial = head.init(jax.random.key(0), np.zeros((1, 8), np.float32), train=False)['params']
+  epochs = list(linear_probe.train_head(config, head, initial, split(160), split(50), test=split(70)))
+  assert [epoch for epoch, _, _ in epochs] == [1, 2, 3]
+  for _, _, val_results in epochs:
+    assert val_results['num_examples'] == 50 and val_results['test']['num_examples'] == 70
+  assert epochs[-1][2]['test']['auc'] > 0.9
+
+
+@pytest.mark.slow  # Two ResNet compilations: over a minute on a 2-core CPU.
+def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch(builder64, tfds_dir, tmp_path,
+                                                                                  monkeypatch):
+  extracted, extract = [], linear_probe.extract_features
+
+  def features_of_a_subset(model, variables, dataset):  # the real backbone pass, on the first batch only: fast
+    features = extract(model, variables, dataset.take(1))
+    extracted.append(len(features['label']))
+    return features
+  monkeypatch.setattr(linear_probe, 'extract_features', features_of_a_subset)
+  config = tiny_config(tfds_dir, -1)
+  config.data.channels = 3
+  config.model.update({'name': 'resnet18', 'init_from': str(tmp_path / 'pretrained')})
+  config.model.kwargs = {'num_filters': 4}  # replaces tiny_config's simple_cnn widths
+  config.train.update({'cached_features': True, 'num_epochs': 4, 'batch_size': 256})
+  config.eval.report_test_selected = True
+  backbone = models.get_model('resnet18', num_filters=4, features_only=True)
+  init = jax.jit(lambda: backbone.init(jax.random.key(0), np.zeros((1, 64, 64, 3)), train=False))  # op by op is slow
+  weights.save(tmp_path / 'pretrained', init())
+  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  history = {h['step']: h['metrics'] for h in test_selected.load(tmp_path / 'run')}
+  assert extracted == [256, 256, 256]  # train, val and (for the report) test features
+  assert sorted(history) == [1, 2, 3, 4] and all(h['num_examples'] == 256 for h in history.values())
+  with checkpoint.Checkpointer(tmp_path / 'run') as ckpt:
+    assert results['checkpoint_step'] == ckpt.best_step()
+  assert results['test']['num_examples'] == 624  # the headline: the whole test split, val-chosen epoch
+  chosen = results['test_selected']
+  assert chosen['auc'] == max(h['auc'] for h in history.values()) and chosen['num_evaluations'] == 4
+  assert chosen['auc'] == history[chosen['checkpoint_step']]['auc'] and 'OPTIMISTIC' in chosen['protocol']
+  assert results['run']['wall_time_s'] > 0
