@@ -153,6 +153,10 @@ def _setup_rows(setup: Setup, runs: list[dict]) -> list[str]:
   return rows
 
 
+def _paper_numbers(setup: Setup) -> str:
+  return ' / '.join('–' if setup.paper.get(m) is None else f'{setup.paper[m]}' for m in METRICS)
+
+
 def render(results_dir, out_dir='.') -> str:
   """The page's Markdown; links are relative to `out_dir`, the folder the page is written to."""
   results_dir = Path(results_dir)
@@ -179,10 +183,14 @@ def render(results_dir, out_dir='.') -> str:
                  f'{", ".join(str(r["results"].get("checkpoint_step")) for r in runs)}.'),
                 f'- Hardware: {"; ".join(sorted({_hardware(r) for r in runs}))}. Wall time per run: {_wall(runs)}.',
                 '- Commands:', *[f'  - `{c}`' for c in commands], '']
-  lines += ['', '## Setups', ''] + details
+  if not details:
+    lines.append('| no results recorded yet | | | | | | |')
+  lines += ['', '## Setups', ''] + (details or ['No results recorded yet.', ''])
   if missing:
-    lines += ['## Not run here', '', '| setup | paper | deviations | command | estimated cost |', '|---|---|---|---|---|']
-    lines += [f'| {s.name} | {s.source}: {s.paper_setup} | {s.deviations} | `{s.command()}` | '
+    lines += ['## Not run here', '',
+              '| setup | paper | paper ' + '/'.join(METRICS) + ' | deviations | command | estimated cost |',
+              '|---|---|---|---|---|---|']
+    lines += [f'| {s.name} | {s.source}: {s.paper_setup} | {_paper_numbers(s)} | {s.deviations} | `{s.command()}` | '
               f'{s.estimate or "to be estimated"} |' for s in missing]
     lines.append('')
   names = {s.name for s in SETUPS}
