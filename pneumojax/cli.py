@@ -1,4 +1,4 @@
-"""`pneumojax <command>`: prepare the data, train, evaluate, report, explain, predict."""
+"""`pneumojax <command>`: prepare the data, train, evaluate, report, explain, predict, sweep, tables, reproduce."""
 
 import argparse
 import json
@@ -78,6 +78,41 @@ def _predict(args) -> None:
   print(json.dumps(predict.predict_files(args.workdir, args.inputs, args.out, args.batch_size), indent=1))
 
 
+def _sweep(args) -> None:
+  from pneumojax import results_table, sweep
+  definition = sweep.load_sweep(args.file)
+  out = args.out or f'experiments/results/{definition.name}'
+  if args.dry_run or args.collect_only:
+    if args.dry_run:
+      for run in sweep.expand(definition, args.seeds):
+        print(f'{out}/{run.name}')
+    if args.collect_only:
+      print(results_table.write_tables(out)[1].read_text())
+    return
+  from pneumojax.train import preemption
+  try:
+    statuses = sweep.run_sweep(definition, out, args.config_args, args.seeds)
+  except preemption.Interrupted as e:  # The run saved a checkpoint; the same command resumes the sweep.
+    logging.getLogger('pneumojax').warning('%s', e)
+    raise SystemExit(e.exit_code) from None
+  print(results_table.write_tables(out)[1].read_text())
+  print('\n'.join(f'{name}: {status}' for name, status in statuses.items()))
+  failed = [name for name, status in statuses.items() if status.startswith('failed')]
+  if failed:
+    raise SystemExit(f'pneumojax sweep: {len(failed)} of {len(statuses)} runs failed (see sweep_error.txt in '
+                     f'their workdirs): {", ".join(failed)}')
+
+
+def _table(args) -> None:
+  from pneumojax import results_table
+  print(results_table.write_tables(args.dir)[1].read_text())
+
+
+def _reproduce(args) -> None:
+  from pneumojax import reproduction
+  print(reproduction.write(args.results, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='pneumojax', description=__doc__)
   commands = parser.add_subparsers(dest='command', required=True)
@@ -130,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
   predict.add_argument('--out', default='predictions.csv', help='the CSV to write (default: predictions.csv)')
   predict.add_argument('--batch_size', type=int, default=64)
   predict.set_defaults(run=_predict)
+
+  sweep = commands.add_parser(
+      'sweep', help='train a grid of config overrides x seeds (experiments/ablations/*.py), then tabulate',
+      usage='pneumojax sweep FILE [--out DIR] [--seeds S ...] [--collect_only] [--dry_run] [--config.a.b=VALUE ...]')
+  sweep.add_argument('file', help='a sweep file defining get_sweep(), e.g. experiments/ablations/resolution.py')
+  sweep.add_argument('--out', help='folder of the runs and tables (default: experiments/results/<sweep name>)')
+  sweep.add_argument('--seeds', type=int, nargs='+', help="seeds (default: the sweep file's)")
+  sweep.add_argument('--collect_only', action='store_true', help='only rebuild the tables from the results found')
+  sweep.add_argument('--dry_run', action='store_true', help='list the runs (workdirs) and exit')
+  sweep.set_defaults(run=_sweep)
+
+  table = commands.add_parser('table', help='every results.json under DIR -> DIR/results.csv and DIR/results.md')
+  table.add_argument('dir')
+  table.set_defaults(run=_table)
+
+  reproduce = commands.add_parser('reproduce', help='write experiments/REPRODUCTION.md from the recorded results')
+  reproduce.add_argument('--results', default='experiments/results', help='where the recorded runs are')
+  reproduce.add_argument('--out', default='experiments/REPRODUCTION.md')
+  reproduce.set_defaults(run=_reproduce)
   return parser
 
 
@@ -147,6 +201,10 @@ def main(argv=None) -> int:
   args, rest = parser.parse_known_args(argv)
   if args.command == 'train':
     args.config_args = rest  # --config and --config.* overrides, for ml_collections
+  elif args.command == 'sweep':
+    if any(not arg.startswith('--config.') for arg in rest):
+      parser.error(f'sweep takes only --config.a.b=VALUE overrides besides its options, not: {" ".join(rest)}')
+    args.config_args = rest
   elif rest:
     parser.error(f'unrecognised arguments: {" ".join(rest)}')
   args.run(args)

@@ -91,4 +91,8 @@ def default_config() -> ml_collections.ConfigDict:
   evaluation.target_sensitivity = 0.95
   evaluation.bootstrap_samples = 1000  # resamples of patients for the 95% confidence intervals.
   evaluation.bootstrap_seed = 0
+  # True: also evaluate the test split at every validation evaluation and add `test_selected` to results.json,
+  # the metrics of the evaluation with the best *test* AUC (Kermany et al.'s protocol; optimistic, labelled as
+  # such). The headline `test` entry stays the checkpoint chosen on validation (train/test_selected.py).
+  evaluation.report_test_selected = False
   return config

@@ -7,10 +7,13 @@ without augmentation, and once over the validation split. The head then trains o
 on the validation features after every epoch. Each epoch is saved as an ordinary checkpoint of the whole model
 (the best by validation AUC is kept), so the test evaluation, `pneumojax eval` and `predict` treat the run as any
 other. It runs in one process and does not resume: it takes minutes where fine-tuning takes hours.
+With `config.eval.report_test_selected` the test features are cached too and the head is evaluated on them after
+every epoch, for the separately labelled test-selected entry (train/test_selected.py).
 """
 
 import functools
 import logging
+import time
 
 import jax
 import numpy as np
@@ -19,7 +22,7 @@ from etils import epath
 from pneumojax import metrics as metrics_lib
 from pneumojax.data import paths, pipeline
 from pneumojax.models.head import HEAD, Head
-from pneumojax.train import checkpoint, loop, optim, parallel, step
+from pneumojax.train import checkpoint, loop, optim, parallel, step, test_selected
 from pneumojax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,20 @@ def _batches(data: dict, batch_size: int, rng: np.random.Generator | None = None
            'mask': mask[start:start + batch_size].astype(np.float32)}
 
 
-def train_head(config, head: Head, head_params, train: dict, val: dict, class_weights=None):
-  """Yields (epoch, head parameters, validation metrics) after each of `config.train.num_epochs` epochs."""
+def evaluate_head(dp, state, data: dict, batch_size: int) -> dict:
+  """The metrics of the head in `state` (replicated) on cached features `data`, every example once."""
+  collection = metrics_lib.EvalMetrics.empty()
+  for batch in _batches(data, batch_size):
+    collection = collection.merge(metrics_lib.EvalMetrics.single_from_model_output(
+        **dp.eval_step(state, dp.shard(batch))))
+  return collection.compute()
+
+
+def train_head(config, head: Head, head_params, train: dict, val: dict, class_weights=None, test: dict | None = None):
+  """Yields (epoch, head parameters, validation metrics) after each of `config.train.num_epochs` epochs.
+
+  With `test` features, the validation metrics also hold the test metrics under 'test' (the test-selected report).
+  """
   steps_per_epoch = len(train['label']) // config.train.batch_size
   tx, _ = optim.make_optimizer(config.optim, steps_per_epoch, config.train.num_epochs * steps_per_epoch)
 
@@ -69,15 +84,15 @@ def train_head(config, head: Head, head_params, train: dict, val: dict, class_we
   for epoch in range(1, config.train.num_epochs + 1):
     for batch in _batches(train, config.train.batch_size, rng):
       state, _ = dp.train_step(state, dp.shard(batch))
-    collection = metrics_lib.EvalMetrics.empty()
-    for batch in _batches(val, config.train.eval_batch_size):
-      collection = collection.merge(metrics_lib.EvalMetrics.single_from_model_output(
-          **dp.eval_step(state, dp.shard(batch))))
-    yield epoch, dp.unreplicate(state).params[HEAD], collection.compute()
+    val_results = evaluate_head(dp, state, val, config.train.eval_batch_size)
+    if test is not None:
+      val_results['test'] = evaluate_head(dp, state, test, config.train.eval_batch_size)
+    yield epoch, dp.unreplicate(state).params[HEAD], val_results
 
 
-def train_and_evaluate(config, workdir) -> dict:
+def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
   """The cached-features run in `workdir`; returns the test metrics of the best-on-validation epoch."""
+  started = started or time.perf_counter()
   if jax.process_count() > 1:
     raise ValueError('train.cached_features runs in one process: start it without jax.distributed.')
   if config.data.class_balance == 'oversample':
@@ -93,7 +108,10 @@ def train_and_evaluate(config, workdir) -> dict:
   model = loop.build_model(config)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   cached = {}
-  for role, split in (('train', config.data.train_split), ('val', config.data.val_split)):
+  roles = [('train', config.data.train_split), ('val', config.data.val_split)]
+  if config.eval.report_test_selected:
+    roles.append(('test', config.data.test_split))
+  for role, split in roles:
     dataset, _ = pipeline.eval_dataset(builder, config.data, split, config.train.eval_batch_size)
     cached[role] = extract_features(model, variables, dataset)
     log.info('Cached the %s features of %s: %s.', config.model.name, split, cached[role]['features'].shape)
@@ -101,11 +119,14 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.data.class_balance == 'weights':
     class_weights = step.class_weights_from_counts(np.bincount(cached['train']['label'], minlength=model.num_classes))
   head = Head(model.num_classes, model.hidden, model.dropout_rate, model.dtype)
+  test_history = [] if 'test' in cached else None
   for epoch, head_params, val_results in train_head(config, head, state.params[HEAD], cached['train'],
-                                                    cached['val'], class_weights):
+                                                    cached['val'], class_weights, cached.get('test')):
     log.info('epoch %d validation (%s): auc %.4f, accuracy %.4f', epoch, config.data.val_split,
              val_results['auc'], val_results['accuracy'])
+    if test_history is not None:
+      test_history = test_selected.record(workdir, test_history, epoch, val_results.pop('test'))
     state = state.replace(step=epoch, params={**state.params, HEAD: head_params})
     ckpt.save(epoch, state, config, val_results)
   dp = parallel.DataParallel(config.train.parallel, step.train_step, step.eval_step)
-  return loop.final_test(config, workdir, builder, dp, ckpt, dp.replicate(state))
+  return loop.final_test(config, workdir, builder, dp, ckpt, dp.replicate(state), started=started)

@@ -2,7 +2,8 @@
 
 Protocol: the checkpoint with the best validation ROC-AUC (`config.data.val_split`, by default patients held
 out of the official train split) is the model; the test split is evaluated once, with that checkpoint, at the
-end. The test set never chooses anything.
+end. The test set never chooses anything, except in the separately labelled `test_selected` entry that
+`config.eval.report_test_selected` adds for the ablation of that choice (train/test_selected.py).
 """
 
 import functools
@@ -17,9 +18,10 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from pneumojax import metrics as metrics_lib
-from pneumojax import models, threshold
+from pneumojax import models, provenance, threshold
 from pneumojax.data import paths, pipeline
-from pneumojax.train import checkpoint, distributed, optim, parallel, preemption, step as step_lib, validate
+from pneumojax.train import checkpoint, distributed, optim, parallel, preemption, test_selected, validate
+from pneumojax.train import step as step_lib
 from pneumojax.train.state import create_train_state, with_pretrained
 
 RESULTS = 'results.json'
@@ -65,11 +67,12 @@ def _scalars(results: dict, prefix: str) -> dict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the test metrics of the best-on-validation checkpoint."""
+  started = time.perf_counter()  # results.json's wall time: everything this call does, compilation included.
   distributed.initialize(config.distributed)  # First: nothing may start JAX's backends before it.
   validate.validate(config, workdir)
   if config.train.cached_features:
     from pneumojax.train import linear_probe  # Imported here: it builds on this module.
-    return linear_probe.train_and_evaluate(config, workdir)
+    return linear_probe.train_and_evaluate(config, workdir, started=started)
   workdir = epath.Path(workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.checkpoint_keep)
   ckpt.check_config(config)  # Before any expensive work: a workdir of another model is an error.
@@ -101,6 +104,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log.info('Resuming from the checkpoint at step %d in %s.', start_step, ckpt.directory)
   val_data, val_info = pipeline.eval_dataset(builder, config.data, config.data.val_split,
                                              config.train.eval_batch_size, **process)
+  test_history = None
+  if config.eval.report_test_selected:  # The ablation's optimistic protocol; see train/test_selected.py.
+    test_data, _ = pipeline.eval_dataset(builder, config.data, config.data.test_split,
+                                         config.train.eval_batch_size, **process)
+    test_history = test_selected.load(workdir, up_to_step=start_step)
   log.info('Training %s on %s (%d images, classes %s) for %d steps of %d images (%d per epoch); '
            'validation on %s (%d images).', config.model.name, train_info.name, train_info.num_examples,
            train_info.class_counts, total_steps, batch_size, steps_per_epoch, val_info.name, val_info.num_examples)
@@ -132,10 +140,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(step, _scalars(val_results, 'val'))
         log.info('step %d validation (%s): %s', step, val_info.name,  # sensitivity etc. for two classes only
                  ', '.join(f'{k} {v:.4f}' for k, v in val_results.items() if isinstance(v, float)))
+        if test_history is not None:
+          test_history = test_selected.record(workdir, test_history, step, evaluate(dp, state, test_data).compute(),
+                                              write=jax.process_index() == 0)
         ckpt.save(step, dp.unreplicate(state), config, val_results)
         window_start = (step, time.perf_counter())  # Evaluation time is not training throughput.
   writer.flush()
-  return final_test(config, workdir, builder, dp, ckpt, state)
+  return final_test(config, workdir, builder, dp, ckpt, state, started=started, start_step=start_step)
 
 
 def _stop(step, dp, state, ckpt, config, workdir, pending, signum):
@@ -164,8 +175,12 @@ def _train_summary(dp, pending, workdir, ckpt) -> dict:
   return summary
 
 
-def final_test(config, workdir, builder, dp, ckpt, state) -> dict:
-  """Evaluates the best-on-validation checkpoint on the test split once; writes results.json."""
+def final_test(config, workdir, builder, dp, ckpt, state, started: float | None = None, start_step: int = 0) -> dict:
+  """Evaluates the best-on-validation checkpoint on the test split once; writes results.json.
+
+  `started` (a `time.perf_counter()` value) is when the run began, for the recorded wall time; `start_step` the
+  step it resumed from (0: a fresh run).
+  """
   best_step = ckpt.best_step()
   state = dp.replicate(ckpt.restore(best_step, dp.unreplicate(state)))
   ckpt.close()
@@ -192,7 +207,10 @@ def final_test(config, workdir, builder, dp, ckpt, state) -> dict:
       f'Checkpoint chosen by the highest ROC-AUC on {config.data.val_split!r}{held_out} among the evaluations '
       f'every {every}; {decision}; the {config.data.test_split!r} split evaluated once, after training, with '
       'that checkpoint.')
+  if config.eval.report_test_selected:
+    results['test_selected'] = test_selected.entry(config, test_selected.load(workdir))
   results['config'] = config.to_dict()
+  results['run'] = provenance.run_info(time.perf_counter() - (started or time.perf_counter()), start_step)
   if jax.process_index() == 0:
     (workdir / RESULTS).write_text(json.dumps(results, indent=1, default=str))
     if point:

@@ -1,0 +1,15 @@
+"""Ablation: input resolution (64, 128, 224 px) of the quickstart CNN, 3 seeds.
+
+  pneumojax sweep experiments/ablations/resolution.py --config.data.manual_dir=../shared/data/chest_xray
+
+Everything else is experiments/quickstart.py (15 epochs); the model's global average pooling makes it size-agnostic.
+A 224 px run costs about 12x a 64 px one. Shorter CPU check: add --config.train.num_epochs=2.
+"""
+
+
+def get_sweep():
+  return {
+      'config': 'experiments/quickstart.py',
+      'grid': {'data.resolution': [64, 128, 224]},
+      'seeds': [0, 1, 2],
+  }
