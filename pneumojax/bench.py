@@ -208,7 +208,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args) -> list[dict]:
   names = models.list_models() if args.models == ['all'] else args.models
   for name in names:
-    models.get_model(name)  # an unknown name fails here, before any timing
+    try:
+      models.get_model(name)  # an unknown name fails here, before any timing
+    except ValueError as e:
+      raise SystemExit(f'pneumojax bench: {e}') from None
   env = environment()
   peaks = {dtype: matmul_peak(dtype) for dtype in args.dtypes}
   scale = 1 if env['backend'] == 'cpu' else jax.device_count()

@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
   reproduce.add_argument('--results', default='experiments/results', help='where the recorded runs are')
   reproduce.add_argument('--out', default='experiments/REPRODUCTION.md')
   reproduce.set_defaults(run=_reproduce)
+
+  from pneumojax import bench
+  speed = commands.add_parser('bench', help='train/eval step speed, compile time, memory and FLOP utilisation',
+                              description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  bench.build_parser(speed)
+  speed.set_defaults(run=bench.run)
   return parser
 
 

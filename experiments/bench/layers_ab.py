@@ -1,11 +1,13 @@
-"""What pneumojax.models.layers buys: the train step with its BatchNorm and max pooling, and with flax's.
+"""What pneumojax.models.layers buys: train and eval steps with its BatchNorm, max pooling and depthwise Conv,
+and with flax's.
 
   python experiments/bench/layers_ab.py --model simple_cnn --size 64 --batch_size 64
   python experiments/bench/layers_ab.py --model resnet50 --size 224 --batch_size 256 --dtype bfloat16 --channels 3
+  python experiments/bench/layers_ab.py --model mobilenet_v2 --size 224 --batch_size 32 --channels 3
 
 Both variants are compiled in one process and timed in alternating windows, so a busy machine slows both alike;
-it prints each one's median and best images/s. The models look up `layers.BatchNorm` and `layers.max_pool` when
-they are traced, so swapping the module attribute swaps the implementation.
+it prints each one's median and best images/s. The models look up `layers.BatchNorm`, `layers.max_pool` and
+`layers.Conv` when they are traced, so swapping the module attribute swaps the implementation.
 """
 
 import argparse
@@ -33,6 +35,7 @@ from pneumojax.train.state import create_train_state
 
 FLAX = types.SimpleNamespace(
     BatchNorm=nn.BatchNorm,
+    Conv=nn.Conv,
     max_pool=lambda x, window, strides=None, padding='VALID': nn.max_pool(x, window, strides, padding))
 
 
@@ -47,7 +50,8 @@ def compiled_step(name, size, batch_size, dtype, channels, implementation):
   rng = np.random.default_rng(0)
   batch = dp.shard({'image': rng.normal(size=(batch_size, *shape)).astype(np.float32),
                     'label': rng.integers(0, 2, batch_size).astype(np.int32), 'mask': np.ones(batch_size, np.float32)})
-  state, _ = dp.train_step(state, batch)  # compiles with this implementation
+  state, _ = dp.train_step(state, batch)  # compiles both steps with this implementation
+  dp.eval_step(state, batch)
   jax.block_until_ready(state)
   return dp, state, batch
 
@@ -64,17 +68,22 @@ def main():
   args = parser.parse_args()
   variants = {name: list(compiled_step(args.model, args.size, args.batch_size, args.dtype, args.channels, impl))
               for name, impl in (('flax', FLAX), ('pneumojax.models.layers', layers))}
-  rates = {name: [] for name in variants}
+  rates = {(name, kind): [] for name in variants for kind in ('train', 'eval')}
   for _ in range(args.windows):
     for name, slot in variants.items():
-      def run(k, slot=slot):
+      def train(k, slot=slot):
         for _ in range(k):
           slot[1], _ = slot[0].train_step(slot[1], slot[2])
         jax.block_until_ready(slot[1])
-      rates[name].append(args.steps * args.batch_size / bench.timed_windows(run, 1, args.steps)[0])
+
+      def evaluate(k, slot=slot):
+        jax.block_until_ready([slot[0].eval_step(slot[1], slot[2]) for _ in range(k)])
+      for kind, run in (('train', train), ('eval', evaluate)):
+        seconds = bench.timed_windows(run, 1, args.steps)[0]
+        rates[name, kind].append(args.steps * args.batch_size / seconds)
   print(f'{args.model} {args.size} px, batch {args.batch_size}, {args.dtype}, {jax.devices()[0].device_kind}:')
-  for name, r in rates.items():
-    print(f'  BatchNorm and max pooling of {name}: train images/s median {np.median(r):.1f}, best {max(r):.1f}')
+  for (name, kind), r in rates.items():
+    print(f'  layers of {name}: {kind} images/s median {np.median(r):.1f}, min {min(r):.1f}, max {max(r):.1f}')
 
 
 if __name__ == '__main__':

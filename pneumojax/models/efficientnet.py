@@ -60,7 +60,7 @@ class EfficientNetLite0(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = functools.partial(layers.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
     norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1e-3, dtype=self.dtype, param_dtype=jnp.float32)
     x = nn.relu6(norm(name='bn0')(conv(32, (3, 3), 2, name='conv_stem')(x)))

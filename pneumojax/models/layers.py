@@ -1,4 +1,4 @@
-"""BatchNorm and max pooling with the same results as flax.linen's, and gradients that XLA:CPU computes fast.
+"""BatchNorm, max pooling and depthwise convolution with flax.linen's results, in forms that XLA:CPU runs fast.
 
 Both were the largest costs of a small CNN's train step on a 2-core CPU (experiments/bench/README.md):
 
@@ -7,9 +7,11 @@ Both were the largest costs of a small CNN's train step on a 2-core CPU (experim
   tie for the maximum, the gradient is shared among them instead of going to the first).
 - `nn.BatchNorm`'s automatic gradient differentiates each reduction separately; the closed-form backward
   pass below needs two reductions and one elementwise pass, about 2.5x faster on XLA:CPU.
+- A depthwise `nn.Conv` (MobileNetV2, EfficientNet) is a grouped convolution, which XLA:CPU runs slowly;
+  `Conv` computes it as the window's strided slices times per-channel weights.
 
-Variables have flax's names and shapes (`params/{scale,bias}`, `batch_stats/{mean,var}`), so checkpoints and
-the weight importers are unchanged. Other backends keep flax's formulations: on an H200, ResNet-50's train step
+Variables have flax's names and shapes (`params/{kernel,scale,bias}`, `batch_stats/{mean,var}`), so checkpoints
+and the weight importers are unchanged. Other backends keep flax's formulations: on an H200, ResNet-50's train step
 ran 8% slower with these (experiments/bench/README.md).
 """
 
@@ -32,16 +34,10 @@ def max_pool(x, window: Sequence[int], strides: Sequence[int] | None = None, pad
   strides = tuple(strides or window)
   if not _xla_cpu():
     return nn.max_pool(x, tuple(window), strides, padding)
-  if isinstance(padding, str):
-    pads = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
-  else:
-    pads = tuple(tuple(p) for p in padding)
+  pads = _pads(x.shape[1:3], window, strides, padding)
   if any(lo or hi for lo, hi in pads):
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  out = [(x.shape[1 + i] - window[i]) // strides[i] + 1 for i in range(2)]
-  slices = (x[:, i:i + strides[0] * (out[0] - 1) + 1:strides[0], j:j + strides[1] * (out[1] - 1) + 1:strides[1]]
-            for i, j in itertools.product(range(window[0]), range(window[1])))
-  return functools.reduce(jnp.maximum, slices)
+  return functools.reduce(jnp.maximum, (xs for _, _, xs in _window_slices(x, window, strides)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -109,3 +105,45 @@ class BatchNorm(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (features,), self.param_dtype)
     return y.astype(self.dtype or x.dtype)
+
+
+def _pads(shape, window, strides, padding):
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(shape, window, strides, padding))
+  if isinstance(padding, int):
+    return ((padding, padding),) * len(window)
+  return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+
+
+def _window_slices(x, window, strides):
+  """(i, j, the strided slice of x [B, H, W, C] that window offset (i, j) sees) for every offset."""
+  out = [(x.shape[1 + d] - window[d]) // strides[d] + 1 for d in range(2)]
+  for i, j in itertools.product(range(window[0]), range(window[1])):
+    yield i, j, x[:, i:i + strides[0] * (out[0] - 1) + 1:strides[0], j:j + strides[1] * (out[1] - 1) + 1:strides[1]]
+
+
+class Conv(nn.Conv):
+  """`flax.linen.Conv`; a depthwise one (feature_group_count = input channels = features) runs on CPU as a sum of
+  the window's strided slices times per-channel weights, which XLA:CPU computes and differentiates far faster
+  than its grouped convolution (experiments/bench/README.md). The same parameters and outputs."""
+
+  @nn.compact
+  def __call__(self, inputs):
+    channels = inputs.shape[-1]
+    depthwise = self.feature_group_count == channels == self.features and channels > 1
+    plain_padding = not isinstance(self.padding, str) or self.padding in ('SAME', 'VALID')
+    if not (depthwise and plain_padding and _xla_cpu() and inputs.ndim == 4
+            and self.kernel_dilation in (None, 1, (1, 1))
+            and self.input_dilation in (None, 1, (1, 1)) and not self.mask):
+      return super().__call__(inputs)
+    window = tuple(self.kernel_size)
+    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides or (1, 1))
+    kernel = self.param('kernel', self.kernel_init, (*window, 1, channels), self.param_dtype)
+    bias = self.param('bias', self.bias_init, (channels,), self.param_dtype) if self.use_bias else None
+    dtype = self.dtype or jnp.result_type(inputs, kernel)
+    x, kernel = inputs.astype(dtype), kernel.astype(dtype)
+    pads = _pads(x.shape[1:3], window, strides, self.padding)
+    if any(lo or hi for lo, hi in pads):
+      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    y = functools.reduce(jnp.add, (xs * kernel[i, j, 0] for i, j, xs in _window_slices(x, window, strides)))
+    return y if bias is None else y + bias.astype(dtype)

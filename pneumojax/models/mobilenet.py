@@ -43,7 +43,7 @@ class MobileNetV2(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = functools.partial(layers.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
     norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
                              epsilon=1e-3, dtype=self.dtype, param_dtype=jnp.float32)
 

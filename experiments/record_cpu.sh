@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The runs recorded in experiments/results/ on the 2-core development machine (REPRODUCTION.md), one after the
+# other, 3 seeds each. Shortened schedules are command-line overrides, so each results.json records them.
+#
+#   bash experiments/record_cpu.sh [STEP ...]     # STEP: weights kermany_binary kermany_bvv jain medmnist
+#   pneumojax reproduce                           # then: experiments/REPRODUCTION.md from the results files
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PJ=(python -m pneumojax.cli)
+DATA=--config.data.manual_dir=../shared/data/chest_xray
+W=../shared/weights
+SEEDS=${SEEDS:-0 1 2}
+
+train() {  # SETUP CONFIG [OVERRIDES...]: one run per seed into experiments/results/SETUP/seedN
+  local setup=$1 config=$2; shift 2
+  for seed in $SEEDS; do
+    [[ -f experiments/results/$setup/seed$seed/results.json ]] && continue
+    "${PJ[@]}" train --config "$config" --workdir "experiments/results/$setup/seed$seed" --config.seed="$seed" \
+      "$DATA" "$@"
+  done
+}
+
+steps=("$@")
+[[ ${#steps[@]} -gt 0 ]] || steps=(weights kermany_binary kermany_bvv jain medmnist)
+for step in "${steps[@]}"; do
+  case $step in
+    weights)
+      [[ -d pretrained/mobilenet_v2_035 ]] || python -m pneumojax.weights \
+        $W/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 --model mobilenet_v2 \
+        --kwarg alpha=0.35 --out pretrained/mobilenet_v2_035
+      [[ -d pretrained/efficientnet_lite0 ]] || python -m pneumojax.weights \
+        $W/efficientnet_lite0_imagenet_torch_layout.npz --model efficientnet_lite0 --out pretrained/efficientnet_lite0
+      ;;
+    kermany_binary) train kermany2018_binary_mobilenet_v2 experiments/kermany2018.py:mobilenet_v2,binary ;;
+    kermany_bvv) train kermany2018_bacteria_vs_virus_mobilenet_v2 experiments/kermany2018.py:mobilenet_v2,bacteria_vs_virus ;;
+    kermany_effnet) train kermany2018_binary_efficientnet_lite0 experiments/kermany2018.py:efficientnet_lite0,binary ;;
+    jain)
+      train jain2020_model1 experiments/jain2020.py:model1 --config.train.num_epochs="${JAIN_EPOCHS:-20}"
+      train jain2020_model2 experiments/jain2020.py:model2 --config.train.num_epochs="${JAIN_EPOCHS:-20}" ;;
+    medmnist) train medmnist_28_resnet18 experiments/medmnist.py:28,resnet18 \
+      --config.train.num_epochs="${MEDMNIST_EPOCHS:-100}" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
