@@ -114,6 +114,17 @@ def test_restore_latest_is_bit_identical(tmp_path):
     assert ckpt.saved_config() == json.loads(make_config().to_json())
 
 
+def test_relative_workdir_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+  # `--workdir runs/x` as typed on the command line; Orbax itself refuses relative paths.
+  monkeypatch.chdir(tmp_path)
+  state = trained_state()
+  with checkpoint.Checkpointer('runs/x') as ckpt:
+    ckpt.save(int(state.step), state, make_config(), metrics={'auc': 0.5})
+  assert (tmp_path / 'runs/x/checkpoints' / str(int(state.step))).is_dir()
+  with checkpoint.Checkpointer('runs/x') as ckpt:
+    assert_identical(ckpt.restore_latest(make_state(seed=1)), state)
+
+
 def test_fresh_workdir_restores_nothing_and_creates_nothing(tmp_path):
   with checkpoint.Checkpointer(tmp_path / 'run') as ckpt:
     assert ckpt.restore_latest(make_state()) is None

@@ -49,6 +49,8 @@ class Checkpointer:
 
   def __init__(self, workdir, keep: int = 2):
     self.workdir = epath.Path(workdir)
+    if '://' not in str(workdir):  # Orbax needs an absolute path; a relative --workdir is relative to here.
+      self.workdir = self.workdir.resolve()
     self.directory = self.workdir / 'checkpoints'
     preservation = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
