@@ -1,0 +1,92 @@
+"""pneumojax.models.layers against flax.linen: the same variables, outputs, gradients and running statistics."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pneumojax.models import layers
+
+
+def _input(shape, seed=0):
+  # Continuous values: no ties in a pooling window, where the two gradients may legitimately differ.
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _apply(module, variables, x, mutable):
+  return module.apply(variables, x, mutable=mutable)[0] if mutable else module.apply(variables, x)
+
+
+def _assert_same(ours, theirs, x, mutable=False):
+  """Same variables from init, same outputs, same gradients of a random projection w.r.t. inputs and params."""
+  v_ours, v_theirs = ours.init(jax.random.key(1), x), theirs.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, v_ours) == jax.tree.map(jnp.shape, v_theirs)
+  np.testing.assert_allclose(_apply(ours, v_theirs, x, mutable), _apply(theirs, v_theirs, x, mutable),
+                             rtol=1e-5, atol=1e-5)
+
+  def loss(module, params, x):
+    out = _apply(module, {**v_theirs, 'params': params}, x, mutable)
+    return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
+
+  grads = [jax.grad(loss, argnums=(1, 2))(m, v_theirs.get('params', {}), x) for m in (ours, theirs)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *grads)
+
+
+class Pool(nn.Module):
+  pool: object
+  window: tuple
+  strides: tuple
+  padding: object
+
+  def __call__(self, x):
+    return self.pool(x, self.window, self.strides, self.padding)
+
+
+@pytest.mark.parametrize('window, strides, padding', [
+    ((2, 2), (2, 2), 'VALID'), ((3, 3), (2, 2), 'SAME'), ((3, 3), (1, 1), ((1, 1), (1, 1))), ((2, 2), (2, 2), 'SAME')])
+def test_max_pool_matches_flax(window, strides, padding):
+  x = _input((2, 9, 7, 3))
+  ours, theirs = Pool(layers.max_pool, window, strides, padding), Pool(nn.max_pool, window, strides, padding)
+  _assert_same(ours, theirs, x)
+
+
+def test_max_pool_shares_the_gradient_of_a_tie():
+  x = jnp.ones((1, 2, 2, 1))
+  grad = jax.grad(lambda x: layers.max_pool(x, (2, 2)).sum())(x)
+  assert grad.sum() == pytest.approx(1.0)  # the output's gradient is neither lost nor duplicated
+
+
+@pytest.mark.parametrize('shape', [(8, 5, 5, 6), (16, 3)])
+def test_batch_norm_train_mode_matches_flax(shape):
+  x = _input(shape) * 3 + 1
+  kwargs = dict(use_running_average=False, momentum=0.9, epsilon=1e-3)
+  ours, theirs = layers.BatchNorm(**kwargs), nn.BatchNorm(**kwargs)
+  _assert_same(ours, theirs, x, mutable=['batch_stats'])
+  variables = theirs.init(jax.random.key(0), x)
+  (_, ours_stats), (_, theirs_stats) = (m.apply(variables, x, mutable=['batch_stats']) for m in (ours, theirs))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours_stats, theirs_stats)
+
+
+def test_batch_norm_inference_uses_running_statistics():
+  x = _input((4, 3, 3, 2))
+  variables = nn.BatchNorm(use_running_average=True).init(jax.random.key(0), x)
+  variables['batch_stats'] = {'mean': jnp.array([0.5, -1.0]), 'var': jnp.array([4.0, 0.25])}
+  np.testing.assert_allclose(layers.BatchNorm(use_running_average=True).apply(variables, x),
+                             nn.BatchNorm(use_running_average=True).apply(variables, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('kernel, strides, padding, use_bias', [
+    ((3, 3), 1, 'SAME', False), ((3, 3), 2, 'SAME', True), ((5, 5), 2, 'SAME', False), ((3, 3), 1, 'VALID', True),
+    ((3, 5), (2, 1), ((1, 1), (2, 2)), False)])
+def test_depthwise_conv_matches_flax(kernel, strides, padding, use_bias):
+  x = _input((2, 9, 8, 4))  # unequal sides: unequal SAME paddings
+  kwargs = dict(features=4, kernel_size=kernel, strides=strides, padding=padding, feature_group_count=4,
+                use_bias=use_bias)
+  _assert_same(layers.Conv(**kwargs), nn.Conv(**kwargs), x)
+
+
+def test_ordinary_conv_is_flax_conv():
+  x = _input((2, 6, 6, 3))
+  kwargs = dict(features=5, kernel_size=(3, 3), strides=2, padding='SAME')
+  _assert_same(layers.Conv(**kwargs), nn.Conv(**kwargs), x)
