@@ -66,7 +66,12 @@ def command_line() -> str:
   """The command as typed, as far as Python knows it (`pneumojax train ...`, or the test runner's)."""
   if _command is not None:
     return _command
-  return ' '.join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv and sys.argv[0] else ''
+  if not sys.argv or not sys.argv[0]:
+    return ''
+  program = os.path.basename(sys.argv[0])
+  if sys.argv[0].endswith(os.path.join('pneumojax', 'cli.py')):  # `python -m pneumojax.cli` is `pneumojax`
+    program = 'pneumojax'
+  return ' '.join([program, *sys.argv[1:]])
 
 
 def run_info(wall_time_s: float, start_step: int) -> dict:

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from pneumojax import cli, models, reproduction, results_table, sweep, weights
+from pneumojax import cli, models, provenance, reproduction, results_table, sweep, weights
 from pneumojax.train import checkpoint, linear_probe, loop, test_selected, validate
 from tests.test_train import tiny_config
 
@@ -299,3 +299,12 @@ def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch
   assert chosen['auc'] == max(h['auc'] for h in history.values()) and chosen['num_evaluations'] == 4
   assert chosen['auc'] == history[chosen['checkpoint_step']]['auc'] and 'OPTIMISTIC' in chosen['protocol']
   assert results['run']['wall_time_s'] > 0
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['/x/pneumojax/cli.py', 'train', '--workdir', 'w'], 'pneumojax train --workdir w'),  # python -m pneumojax.cli
+    (['/venv/bin/pneumojax', 'train'], 'pneumojax train'),
+    (['experiments/sweep.py', '--seeds', '0'], 'sweep.py --seeds 0')])
+def test_recorded_command_is_the_command_as_typed(monkeypatch, argv, expected):
+  monkeypatch.setattr(provenance.sys, 'argv', argv)
+  assert provenance.command_line() == expected
