@@ -33,7 +33,7 @@ class Setup:
   paper: dict          # metric -> the paper's number, in %
   config: str          # --config FILE:ARG
   deviations: str
-  estimate: str = ''   # estimated cost of a run (to be filled from benchmarks)
+  estimate: str = ''   # estimated cost of one run, from the benchmarks (experiments/bench/README.md)
 
   def command(self) -> str:
     return (f'pneumojax train --config {self.config} --workdir experiments/results/{self.name}/seed0 '
@@ -54,11 +54,36 @@ _BACKBONE_NOTE = {
 _JAIN_ACCURACY = {'model1': 85.26, 'model2': 92.31, 'vgg16': 87.28, 'vgg19': 88.46, 'resnet50': 77.56,
                   'inception_v3': 70.99}
 
+# Costs of the setups not run here, from measured numbers: FLOPs per image (`pneumojax bench`, XLA's count), the
+# ~38 GFLOP/s XLA:CPU training reaches on this 2-core machine (ResNet-50: 3 x 7.99 GFLOP x 1.6 images/s), and the
+# H200 speeds of experiments/bench/README.md (bfloat16). A frozen backbone's backward pass may or may not be
+# computed, hence ranges. Epochs x 4,607 train_pd images, plus a validation per epoch.
+_CPU, _H200 = 'this 2-core CPU', 'one H200'
+_ESTIMATES = {
+    **{f'kermany2018_{task}_inception_v3': f'one forward pass over the {n} images (train_pd, val_pd, test) at '
+       f'11.0 GFLOP/img: about {minutes} min on {_CPU}, under a minute on {_H200}; the softmax epochs take seconds'
+       for task, n, minutes in (('binary', '5,840', 30), ('bacteria_vs_virus', 'about 4,270', 20))},
+    'medmnist_28_resnet50': f'100 epochs at 5.9 GFLOP/img train: about 20 h on {_CPU}; 2.7 PFLOP, well under an '
+                            f'hour on {_H200} (28 px batches use it poorly; not measured)',
+    'medmnist_224_resnet18': f'100 epochs at 9.6 GFLOP/img train: about 30 h on {_CPU}; on {_H200} about 1 min of '
+                             'steps at the 9,554 images/s measured (ResNet-18, bfloat16, batch 64), plus the '
+                             'input pipeline',
+    'jain2020_vgg16': f'20 epochs, frozen VGG16 (29.7 GFLOP/img forward): 20-60 h on {_CPU}; on {_H200} the '
+                      'step runs at 4,765 images/s (measured, bfloat16, batch 64), so the augmenting input '
+                      'pipeline sets the pace: minutes',
+    'jain2020_vgg19': f'20 epochs, frozen VGG19 (37.7 GFLOP/img forward): 25-75 h on {_CPU}; minutes on {_H200}',
+    'jain2020_resnet50': f'20 epochs, frozen ResNet50 (8.0 GFLOP/img forward): 5-16 h on {_CPU}; on {_H200} '
+                         '6,078 images/s measured (train step, bfloat16, batch 256): pipeline-bound, minutes',
+    'jain2020_inception_v3': f'20 epochs, frozen InceptionV3 at 224 px (6.2 GFLOP/img forward): 4-12 h on '
+                             f'{_CPU}; minutes on {_H200}',
+}
+
 SETUPS = (
     *(Setup(f'kermany2018_{task}_{backbone}', _KERMANY, _KERMANY_SETUP.format(task=_KERMANY_TASKS[task]),
             _KERMANY_PAPER[task], f'experiments/kermany2018.py:{backbone},{task}',
             f'{_BACKBONE_NOTE[backbone]}; softmax trained with our hyperparameters (Adam 1e-3, 50 epochs); '
-            f'{_IMAGES}; the paper chose its model on the test set (our test_selected line)')
+            f'{_IMAGES}; the paper chose its model on the test set (our test_selected line)',
+            estimate=_ESTIMATES.get(f'kermany2018_{task}_{backbone}', ''))
       for task in ('binary', 'bacteria_vs_virus') for backbone in ('inception_v3', 'mobilenet_v2',
                                                                     'efficientnet_lite0')),
     Setup('medmnist_28_resnet18', 'MedMNIST v2 (PneumoniaMNIST, 28 px)', 'ResNet-18 from scratch, Adam 1e-3, '
@@ -68,16 +93,17 @@ SETUPS = (
           'centre-cropped and downscaled; 28 px stem assumed'),
     Setup('medmnist_28_resnet50', 'MedMNIST v2 (PneumoniaMNIST, 28 px)', 'ResNet-50 from scratch, as ResNet-18',
           {'accuracy': 85.4, 'auc': 94.8}, 'experiments/medmnist.py:28,resnet50',
-          f'val_pd instead of MedMNIST\'s random val; {_IMAGES}, centre-cropped and downscaled; 28 px stem assumed'),
+          f'val_pd instead of MedMNIST\'s random val; {_IMAGES}, centre-cropped and downscaled; 28 px stem assumed',
+          _ESTIMATES['medmnist_28_resnet50']),
     Setup('medmnist_224_resnet18', 'MedMNIST+ (Doerrich et al. 2024), 224 px', 'best end-to-end ResNet-18',
           {'accuracy': 91.1, 'auc': 98.0}, 'experiments/medmnist.py:224,resnet18',
           'MedMNIST v2\'s training recipe, not MedMNIST+\'s; val_pd; our 224 px images are a crop of squashed '
-          'copies, not MedMNIST+\'s crops of the originals'),
+          'copies, not MedMNIST+\'s crops of the originals', _ESTIMATES['medmnist_224_resnet18']),
     *(Setup(f'jain2020_{model}', 'Jain et al., Measurement 2020', name, {'accuracy': accuracy},
             f'experiments/jain2020.py:{model}',
             ('layers assumed (paper tables not consulted); ' if model.startswith('model') else
              'ImageNet weights not available offline here (user-converted); frozen backbone + new head; ')
-            + f'all training hyperparameters ours; {_IMAGES}; val_pd')
+            + f'all training hyperparameters ours; {_IMAGES}; val_pd', _ESTIMATES.get(f'jain2020_{model}', ''))
       for model, name, accuracy in zip(_JAIN_ACCURACY, ('Model 1 (2 conv layers)', 'Model 2 (3 conv layers)',
                                                         'VGG16', 'VGG19', 'ResNet50', 'InceptionV3'),
                                        _JAIN_ACCURACY.values())),
@@ -137,9 +163,26 @@ def _wall(runs: list[dict]) -> str:
   return f'{np.mean(walls) / 60:.1f} min' + (' (a resumed run: its last part only)' if resumed else '')
 
 
+def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
+  """'field=run value (config: file value)' for every field the runs changed from the setup's config file (by
+  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden."""
+  from pneumojax import cli  # Deferred: ml_collections' flags only for this.
+  try:
+    default = results_table.flatten(json.loads(cli.load_config(['--config', setup.config]).to_json()))
+  except SystemExit:
+    return ['(the config file could not be loaded here to compare)']
+  changes = set()
+  for run in runs:
+    for key, value in run['config'].items():
+      if key not in results_table.IGNORED and key in default and default[key] != value:
+        changes.add(f'{key}={value} (config: {default[key]})')
+  return sorted(changes)
+
+
 def _setup_rows(setup: Setup, runs: list[dict]) -> list[str]:
   rows = []
-  lines = [('test', f'ours, {_VAL}')]
+  changes = _config_changes(setup, runs)
+  lines = [('test', f'ours, {_VAL}' + (f'; changed from the config: {", ".join(changes)}' if changes else ''))]
   if any('test_selected' in r['results'] for r in runs):
     lines.append(('test_selected', 'ours, checkpoint chosen on the TEST set (Kermany et al.\'s protocol; optimistic)'))
   for section, protocol in lines:
@@ -191,7 +234,7 @@ def render(results_dir, out_dir='.') -> str:
               '| setup | paper | paper ' + '/'.join(METRICS) + ' | deviations | command | estimated cost |',
               '|---|---|---|---|---|---|']
     lines += [f'| {s.name} | {s.source}: {s.paper_setup} | {_paper_numbers(s)} | {s.deviations} | `{s.command()}` | '
-              f'{s.estimate or "to be estimated"} |' for s in missing]
+              f'{s.estimate or "not estimated"} |' for s in missing]
     lines.append('')
   names = {s.name for s in SETUPS}
   sweeps = sorted(p for p in results_dir.glob('*/results.md') if p.parent.name not in names)

@@ -244,6 +244,8 @@ def test_reproduction_page_numbers_come_from_the_results_files(swept, tmp_path):
   mean, sd = np.mean(accuracies), np.std(accuracies, ddof=1)
   assert f'{mean:.1f} ± {sd:.1f} ({min(accuracies):.1f}–{max(accuracies):.1f}) / 92.8 / {mean - 92.8:+.1f}' in page
   assert 'TEST set' in page  # the test-selected line, labelled
+  # The tiny runs differ from the setup's config file, and the row says how (e.g. another model).
+  assert 'changed from the config: ' in page and '(config: mobilenet_v2)' in page
   not_run = page.split('## Not run here')[1]
   assert setup.name not in not_run and 'kermany2018_binary_inception_v3' in not_run and 'jain2020_model1' in not_run
 

@@ -3,8 +3,9 @@
 Both were the largest costs of a small CNN's train step on a 2-core CPU (experiments/bench/README.md):
 
 - `nn.max_pool`'s gradient is XLA's select-and-scatter, which XLA:CPU runs about 25x slower than the
-  elementwise maximum of the window's strided slices used here (same forward values; where several inputs
-  tie for the maximum, the gradient is shared among them instead of going to the first).
+  elementwise maximum of the window's strided slices used here, or for non-overlapping windows a maximum over
+  reshaped axes, whose gradient is one elementwise pass (same forward values; where several inputs tie for the
+  maximum, the gradient is shared among them instead of going to the first).
 - `nn.BatchNorm`'s automatic gradient differentiates each reduction separately; the closed-form backward
   pass below needs two reductions and one elementwise pass, about 2.5x faster on XLA:CPU.
 - A depthwise `nn.Conv` (MobileNetV2, EfficientNet) is a grouped convolution, which XLA:CPU runs slowly;
@@ -30,13 +31,17 @@ def _xla_cpu() -> bool:
 
 
 def max_pool(x, window: Sequence[int], strides: Sequence[int] | None = None, padding='VALID'):
-  """`nn.max_pool` over the two spatial axes of [B, H, W, C]; on CPU as a maximum of strided slices."""
+  """`nn.max_pool` over the two spatial axes of [B, H, W, C]; on CPU as a maximum of reshaped axes or slices."""
   strides = tuple(strides or window)
   if not _xla_cpu():
     return nn.max_pool(x, tuple(window), strides, padding)
   pads = _pads(x.shape[1:3], window, strides, padding)
   if any(lo or hi for lo, hi in pads):
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  if tuple(window) == strides:  # Non-overlapping windows: a reshape, whose max's gradient is one elementwise pass.
+    (kh, kw), (b, h, w, c) = window, x.shape
+    x = x[:, :h - h % kh, :w - w % kw]
+    return x.reshape(b, h // kh, kh, w // kw, kw, c).max(axis=(2, 4))
   return functools.reduce(jnp.maximum, (xs for _, _, xs in _window_slices(x, window, strides)))
 
 
