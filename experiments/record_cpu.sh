@@ -2,7 +2,8 @@
 # The runs recorded in experiments/results/ on the 2-core development machine (REPRODUCTION.md), one after the
 # other, 3 seeds each. Shortened schedules are command-line overrides, so each results.json records them.
 #
-#   bash experiments/record_cpu.sh [STEP ...]     # STEP: weights kermany_binary kermany_bvv jain medmnist
+#   bash experiments/record_cpu.sh [STEP ...]     # STEP: weights kermany_binary kermany_bvv kermany_effnet jain medmnist
+#   JAIN_EPOCHS=4 MEDMNIST_EPOCHS=8 bash experiments/record_cpu.sh   # what was recorded here (about 3 h on 2 cores)
 #   pneumojax reproduce                           # then: experiments/REPRODUCTION.md from the results files
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ train() {  # SETUP CONFIG [OVERRIDES...]: one run per seed into experiments/resu
 }
 
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(weights kermany_binary kermany_bvv jain medmnist)
+[[ ${#steps[@]} -gt 0 ]] || steps=(weights kermany_binary kermany_bvv kermany_effnet jain medmnist)
 for step in "${steps[@]}"; do
   case $step in
     weights)
@@ -33,7 +34,9 @@ for step in "${steps[@]}"; do
       ;;
     kermany_binary) train kermany2018_binary_mobilenet_v2 experiments/kermany2018.py:mobilenet_v2,binary ;;
     kermany_bvv) train kermany2018_bacteria_vs_virus_mobilenet_v2 experiments/kermany2018.py:mobilenet_v2,bacteria_vs_virus ;;
-    kermany_effnet) train kermany2018_binary_efficientnet_lite0 experiments/kermany2018.py:efficientnet_lite0,binary ;;
+    kermany_effnet)
+      train kermany2018_binary_efficientnet_lite0 experiments/kermany2018.py:efficientnet_lite0,binary
+      train kermany2018_bacteria_vs_virus_efficientnet_lite0 experiments/kermany2018.py:efficientnet_lite0,bacteria_vs_virus ;;
     jain)
       train jain2020_model1 experiments/jain2020.py:model1 --config.train.num_epochs="${JAIN_EPOCHS:-20}"
       train jain2020_model2 experiments/jain2020.py:model2 --config.train.num_epochs="${JAIN_EPOCHS:-20}" ;;
