@@ -130,8 +130,9 @@ def bench_step(name: str, size: int, batch_size: int, dtype: str, mode: str, cha
                                                if host_state.batch_stats else {})}
   fwd_flops, train_flops = _cached_step_flops(model, variables, {k: jnp.asarray(v) for k, v in host_batch.items()},
                                               key=(name, str(model_kwargs), size, batch_size, dtype, channels))
-  row = dict(model=name, **({'model_kwargs': model_kwargs} if model_kwargs else {}), size=size, batch_size=batch_size, dtype=dtype, mode=mode, devices=jax.device_count(),
-             channels=channels, compile_s=compile_s,
+  row = dict(model=name, **({'model_kwargs': model_kwargs} if model_kwargs else {}), size=size,
+             batch_size=batch_size, dtype=dtype, mode=mode, devices=jax.device_count(), channels=channels,
+             compile_s=compile_s,
              train_ips=float(np.median(train_ips)), train_ips_min=min(train_ips), train_ips_max=max(train_ips),
              eval_ips=float(np.median(eval_ips)), eval_ips_min=min(eval_ips), eval_ips_max=max(eval_ips),
              fwd_gflops=fwd_flops / batch_size / 1e9, train_gflops=train_flops / batch_size / 1e9,
@@ -154,9 +155,8 @@ def _memory_mib(compiled) -> float | None:
 
 def pipeline_ips(data_dir: str, size: int, batch_size: int, batches: int = 20, windows: int = 3) -> float:
   """Median images/s of the augmented train pipeline at `size` px, read from a prepared data dir (cache warm)."""
-  from pneumojax.config import (
-    default_config,  # Deferred: TensorFlow and TFDS only for this measurement.
-  )
+  # Deferred: TensorFlow and TFDS only for this measurement.
+  from pneumojax.config import default_config
   from pneumojax.data import paths, pipeline
   config = default_config().data
   config.update(dict(data_dir=data_dir, resolution=size))
