@@ -244,6 +244,10 @@ def test_reproduction_page_numbers_come_from_the_results_files(swept, tmp_path):
   mean, sd = np.mean(accuracies), np.std(accuracies, ddof=1)
   assert f'{mean:.1f} ± {sd:.1f} ({min(accuracies):.1f}–{max(accuracies):.1f}) / 92.8 / {mean - 92.8:+.1f}' in page
   assert 'TEST set' in page  # the test-selected line, labelled
+  at_val = [100 * json.loads((out / r.name / loop.RESULTS).read_text())['test_at_val_threshold']['sensitivity']
+            for r in runs[:2]]
+  assert ('threshold chosen on val_pd' in page
+          and f'{np.mean(at_val):.1f} ± {np.std(at_val, ddof=1):.1f} ({min(at_val):.1f}–{max(at_val):.1f}) / 93.2' in page)
   # The tiny runs differ from the setup's config file, and the row says how (e.g. another model).
   assert 'changed from the config: ' in page and '(config: mobilenet_v2)' in page
   not_run = page.split('## Not run here')[1]
