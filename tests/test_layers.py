@@ -51,10 +51,17 @@ def test_max_pool_matches_flax(window, strides, padding):
   _assert_same(ours, theirs, x)
 
 
-def test_max_pool_shares_the_gradient_of_a_tie():
-  x = jnp.ones((1, 2, 2, 1))
-  grad = jax.grad(lambda x: layers.max_pool(x, (2, 2)).sum())(x)
-  assert grad.sum() == pytest.approx(1.0)  # the output's gradient is neither lost nor duplicated
+def test_max_pool_gradient_of_ties():
+  # Ties are common (relu zeros, saturated pixels). Non-overlapping windows: the first maximum takes the
+  # gradient, exactly as flax's; overlapping windows share it among the tied inputs. Neither loses or copies it.
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 7, 6, 3)), jnp.float32)
+  for window, strides in (((2, 2), (2, 2)), ((3, 3), (2, 2))):
+    weights = jnp.arange(1.0, 1 + nn.max_pool(x, window, strides).size).reshape(nn.max_pool(x, window, strides).shape)
+    ours, theirs = (jax.grad(lambda x, pool=pool: jnp.sum(pool(x, window, strides) * weights))(x)
+                    for pool in (layers.max_pool, nn.max_pool))
+    assert ours.sum() == pytest.approx(float(weights.sum()))
+    if window == strides:
+      np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize('shape', [(8, 5, 5, 6), (16, 3)])

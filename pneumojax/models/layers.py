@@ -2,10 +2,10 @@
 
 Both were the largest costs of a small CNN's train step on a 2-core CPU (experiments/bench/README.md):
 
-- `nn.max_pool`'s gradient is XLA's select-and-scatter, which XLA:CPU runs about 25x slower than the
-  elementwise maximum of the window's strided slices used here, or for non-overlapping windows a maximum over
-  reshaped axes, whose gradient is one elementwise pass (same forward values; where several inputs tie for the
-  maximum, the gradient is shared among them instead of going to the first).
+- `nn.max_pool`'s gradient is XLA's select-and-scatter, which XLA:CPU runs about 25x slower than elementwise
+  code. Non-overlapping windows (the usual 2x2/2) are a maximum over reshaped axes whose gradient goes to each
+  window's first maximum, exactly as flax's; overlapping ones the maximum of the window's strided slices, whose
+  gradient is shared among tied inputs instead of going to the first (same forward values either way).
 - `nn.BatchNorm`'s automatic gradient differentiates each reduction separately; the closed-form backward
   pass below needs two reductions and one elementwise pass, about 2.5x faster on XLA:CPU.
 - A depthwise `nn.Conv` (MobileNetV2, EfficientNet) is a grouped convolution, which XLA:CPU runs slowly;
@@ -38,11 +38,40 @@ def max_pool(x, window: Sequence[int], strides: Sequence[int] | None = None, pad
   pads = _pads(x.shape[1:3], window, strides, padding)
   if any(lo or hi for lo, hi in pads):
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  if tuple(window) == strides:  # Non-overlapping windows: a reshape, whose max's gradient is one elementwise pass.
+  if tuple(window) == strides:
     (kh, kw), (b, h, w, c) = window, x.shape
     x = x[:, :h - h % kh, :w - w % kw]
-    return x.reshape(b, h // kh, kh, w // kw, kw, c).max(axis=(2, 4))
+    return _max_over_windows(x.reshape(b, h // kh, kh, w // kw, kw, c))
   return functools.reduce(jnp.maximum, (xs for _, _, xs in _window_slices(x, window, strides)))
+
+
+@jax.custom_vjp
+def _max_over_windows(x):
+  """The maximum over axes 2 and 4 of x [B, H', kh, W', kw, C]: non-overlapping windows."""
+  return x.max(axis=(2, 4))
+
+
+def _max_over_windows_fwd(x):
+  y = x.max(axis=(2, 4))
+  return y, (x, y)
+
+
+def _max_over_windows_bwd(residuals, g):
+  # Each window's first maximum (row-major) takes the whole gradient, as in flax; elementwise passes only.
+  x, y = residuals
+  taken = jnp.zeros(y.shape, bool)
+  rows = []
+  for i in range(x.shape[2]):
+    row = []
+    for j in range(x.shape[4]):
+      first = (x[:, :, i, :, j] == y) & ~taken
+      taken = taken | first
+      row.append(jnp.where(first, g, jnp.zeros_like(g)))
+    rows.append(jnp.stack(row, axis=-2))
+  return (jnp.stack(rows, axis=2),)
+
+
+_max_over_windows.defvjp(_max_over_windows_fwd, _max_over_windows_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
