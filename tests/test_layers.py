@@ -64,10 +64,11 @@ def test_max_pool_gradient_of_ties():
       np.testing.assert_array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize('shape', [(8, 5, 5, 6), (16, 3)])
-def test_batch_norm_train_mode_matches_flax(shape):
+@pytest.mark.parametrize('shape, affine', [((8, 5, 5, 6), {}), ((16, 3), {}),
+                                          ((8, 4, 4, 5), {'use_scale': False}), ((8, 4, 4, 5), {'use_bias': False})])
+def test_batch_norm_train_mode_matches_flax(shape, affine):
   x = _input(shape) * 3 + 1
-  kwargs = dict(use_running_average=False, momentum=0.9, epsilon=1e-3)
+  kwargs = dict(use_running_average=False, momentum=0.9, epsilon=1e-3, **affine)
   ours, theirs = layers.BatchNorm(**kwargs), nn.BatchNorm(**kwargs)
   _assert_same(ours, theirs, x, mutable=['batch_stats'])
   variables = theirs.init(jax.random.key(0), x)
