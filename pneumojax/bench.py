@@ -2,7 +2,7 @@
 Markdown table.
 
   pneumojax bench --models simple_cnn resnet18 --sizes 64 --batch_sizes 32 --dtypes float32 bfloat16
-  XLA_FLAGS=--xla_force_host_platform_device_count=4 pneumojax bench --models simple_cnn --modes jit pmap
+  pneumojax bench --models simple_cnn --modes jit pmap --cpu_devices 4     # the CPU as 4 devices
   python -m pneumojax.bench ...   # the same without the CLI's TensorFlow import (e.g. on a GPU host without TF)
 
 One row per model x size x batch x dtype x parallel mode, on all of this process's devices, with synthetic data
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from pneumojax import models
-from pneumojax.train import step
+from pneumojax.train import distributed, step
 from pneumojax.train.parallel import MODES, DataParallel
 from pneumojax.train.state import create_train_state
 
@@ -197,6 +197,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                       help='compute dtypes (parameters stay float32)')
   parser.add_argument('--modes', nargs='+', default=['jit'], choices=MODES)
   parser.add_argument('--channels', type=int, default=1)
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='split the CPU into this many JAX devices (0: the default; see distributed.cpu_devices)')
   parser.add_argument('--windows', type=int, default=5)
   parser.add_argument('--steps', type=int, default=5, help='steps per timed window')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
@@ -206,6 +208,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args) -> list[dict]:
+  distributed.split_cpu(args.cpu_devices)
   names = models.list_models() if args.models == ['all'] else args.models
   for name in names:
     try:

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -21,6 +22,8 @@ from pneumojax import models
 from pneumojax.train import step
 from pneumojax.train.parallel import DataParallel
 from pneumojax.train.state import create_train_state
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEVICE_COUNTS = (1, 2, 4)
 GLOBAL_BATCH = 8
@@ -165,3 +168,23 @@ if __name__ == '__main__':
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(f'localhost:{port}', num_processes=count, process_id=index)
   _run_worker()
+
+
+def test_cpu_devices_split_the_host_and_refuse_a_late_change(builder64, tfds_dir, tmp_path):
+  from pneumojax.train import distributed
+  from tests.test_train import tiny_config
+  # In this process JAX has started: the same count is accepted, another is a clear error.
+  config = tiny_config(tfds_dir, 2)
+  config.distributed.cpu_devices = jax.device_count()
+  distributed.initialize(config.distributed)
+  config.distributed.cpu_devices = jax.device_count() + 1
+  with pytest.raises(ValueError, match='already runs with'):
+    distributed.initialize(config.distributed)
+  # A new process trains on 2 CPU devices (the global batch of 32 split in two).
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  command = [sys.executable, '-m', 'pneumojax.cli', 'train', '--config', 'experiments/quickstart.py',
+             '--workdir', str(tmp_path), f'--config.data.data_dir={tfds_dir}', '--config.train.num_steps=2',
+             '--config.train.batch_size=32', '--config.distributed.cpu_devices=2']
+  subprocess.run(command, cwd=REPO, env={**env, 'PYTHONPATH': str(REPO)}, check=True, capture_output=True)
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert results['run']['hardware']['device_count'] == 2 and results['config']['distributed']['cpu_devices'] == 2

@@ -5,8 +5,9 @@
   python experiments/bench/side_by_side.py --runs simple_cnn:64:64 --jsonl side_by_side.jsonl
 
 Each measurement runs in its own process, so no framework's thread pools or imports affect another's. The
-pneumojax rows use `jax.jit` over `jax.shard_map` on one device, float32, as `pneumojax bench`; the peers are
-in peers.py. A ratio above 1 means pneumojax is faster.
+pneumojax rows use `jax.jit` over `jax.shard_map` on one device (or `--cpu_devices N`: the CPU split into N
+devices, the batch shared among them), float32, as `pneumojax bench`; the peers are in peers.py. A ratio above 1
+means pneumojax is faster.
 """
 
 import argparse
@@ -25,10 +26,13 @@ def measure(framework: str, name: str, size: int, batch_size: int, args) -> dict
   timing = dict(windows=args.windows, steps=args.steps, warmup=args.warmup)
   if framework == 'pneumojax':
     from pneumojax import bench
+    from pneumojax.train import distributed
+    distributed.split_cpu(args.cpu_devices)
     # Keras's ResNet50 is v1 (stride in the 1x1 convolution): compare it with the same architecture.
     kwargs = {'variant': 'keras'} if (name, args.peer) == ('resnet50', 'keras') else {}
     row = bench.bench_step(name, size, batch_size, 'float32', 'jit', model_kwargs=kwargs, **timing)
-    row['framework'] = 'pneumojax (jax ' + bench.environment()['jax'] + ')'
+    devices = f', {args.cpu_devices} CPU devices' if args.cpu_devices else ''
+    row['framework'] = f"pneumojax (jax {bench.environment()['jax']}{devices})"
     return row
   import peers
   return (peers.keras_speed if framework == 'keras' else peers.torch_speed)(name, size, batch_size, **timing)
@@ -36,7 +40,8 @@ def measure(framework: str, name: str, size: int, batch_size: int, args) -> dict
 
 def run_isolated(framework, name, size, batch_size, args, peer=None) -> dict | None:
   command = [sys.executable, __file__, '--one', framework, '--runs', f'{name}:{size}:{batch_size}', '--windows',
-             str(args.windows), '--steps', str(args.steps), '--warmup', str(args.warmup)]
+             str(args.windows), '--steps', str(args.steps), '--warmup', str(args.warmup), '--cpu_devices',
+             str(args.cpu_devices)]
   if peer:
     command += ['--peer', peer]
   done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -53,6 +58,8 @@ def main():
   parser.add_argument('--windows', type=int, default=5)
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='pneumojax on this many CPU devices (data parallel over the cores; 0: one device)')
   parser.add_argument('--jsonl', help='append every row to this JSON-lines file')
   parser.add_argument('--one', help=argparse.SUPPRESS)   # internal: measure one framework, print one JSON row
   parser.add_argument('--peer', help=argparse.SUPPRESS)  # internal: which peer a pneumojax row is set beside
