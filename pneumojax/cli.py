@@ -12,7 +12,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only feeds data
 from absl import flags
 from ml_collections import config_flags
 
-from pneumojax import bench
 from pneumojax.config import default_config
 
 
@@ -187,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
   reproduce.add_argument('--out', default='experiments/REPRODUCTION.md')
   reproduce.set_defaults(run=_reproduce)
 
+  from pneumojax import bench  # Here, not above: its imports add a root log handler, which would mute ours.
   speed = commands.add_parser('bench', help='train/eval step speed, compile time, memory and FLOP utilisation',
                               description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   bench.build_parser(speed)

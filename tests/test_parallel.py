@@ -185,6 +185,8 @@ def test_cpu_devices_split_the_host_and_refuse_a_late_change(builder64, tfds_dir
   command = [sys.executable, '-m', 'pneumojax.cli', 'train', '--config', 'experiments/quickstart.py',
              '--workdir', str(tmp_path), f'--config.data.data_dir={tfds_dir}', '--config.train.num_steps=2',
              '--config.train.batch_size=32', '--config.distributed.cpu_devices=2']
-  subprocess.run(command, cwd=REPO, env={**env, 'PYTHONPATH': str(REPO)}, check=True, capture_output=True)
+  done = subprocess.run(command, cwd=REPO, env={**env, 'PYTHONPATH': str(REPO)}, check=True, capture_output=True,
+                        text=True)
+  assert 'INFO Training' in done.stderr  # the CLI's progress log reaches the terminal
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['run']['hardware']['device_count'] == 2 and results['config']['distributed']['cpu_devices'] == 2
