@@ -63,6 +63,8 @@ _ESTIMATES = {
     **{f'kermany2018_{task}_inception_v3': f'one forward pass over the {n} images (train_pd, val_pd, test) at '
        f'11.0 GFLOP/img: about {minutes} min on {_CPU}, under a minute on {_H200}; the softmax epochs take seconds'
        for task, n, minutes in (('binary', '5,840', 30), ('bacteria_vs_virus', 'about 4,270', 20))},
+    'kermany2018_bacteria_vs_virus_efficientnet_lite0': f'about 3-6 min on {_CPU}: the binary task\'s runs, '
+                                                        'with more images, took 2.8-6.0 min here',
     'medmnist_28_resnet50': f'100 epochs at 5.9 GFLOP/img train: about 20 h on {_CPU}; 2.7 PFLOP, well under an '
                             f'hour on {_H200} (28 px batches use it poorly; not measured)',
     'medmnist_224_resnet18': f'100 epochs at 9.6 GFLOP/img train: about 30 h on {_CPU}; on {_H200} about 1 min of '
