@@ -1,6 +1,6 @@
 """BatchNorm, max pooling and depthwise convolution with flax.linen's results, in forms that XLA:CPU runs fast.
 
-Both were the largest costs of a small CNN's train step on a 2-core CPU (experiments/bench/README.md):
+The first two were the largest costs of a small CNN's train step on a 2-core CPU (experiments/bench/README.md):
 
 - `nn.max_pool`'s gradient is XLA's select-and-scatter, which XLA:CPU runs about 25x slower than elementwise
   code. Non-overlapping windows (the usual 2x2/2) are a maximum over reshaped axes whose gradient goes to each
