@@ -3,7 +3,7 @@
 # other, 3 seeds each. Shortened schedules are command-line overrides, so each results.json records them.
 #
 #   bash experiments/record_cpu.sh [STEP ...]     # STEP: weights kermany_binary kermany_bvv kermany_effnet jain medmnist
-#   JAIN_EPOCHS=4 MEDMNIST_EPOCHS=8 bash experiments/record_cpu.sh   # what was recorded here (about 3 h on 2 cores)
+#   JAIN_EPOCHS=3 MEDMNIST_EPOCHS=8 bash experiments/record_cpu.sh   # what was recorded here (about 3 h on 2 vCPUs)
 #   pneumojax reproduce                           # then: experiments/REPRODUCTION.md from the results files
 set -euo pipefail
 cd "$(dirname "$0")/.."

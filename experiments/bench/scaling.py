@@ -4,8 +4,8 @@
   python experiments/bench/scaling.py --model resnet50 --size 224 --batch_size 256 --dtype bfloat16 --channels 3
       --device_counts 1 2 4 8 --real_devices                                                  # GPUs/TPUs
 
-Each device count runs `pneumojax.bench` in its own process (on CPU with
-XLA_FLAGS=--xla_force_host_platform_device_count=N; with --real_devices, CUDA_VISIBLE_DEVICES limits the GPUs).
+Each device count runs `pneumojax.bench` in its own process (on CPU with `--cpu_devices N`; with --real_devices,
+CUDA_VISIBLE_DEVICES limits the GPUs).
 The global batch stays fixed (strong scaling), so each device gets batch/N. Efficiency = images/s on N devices /
 (N x images/s on 1 device) for real devices; for CPU virtual devices, which share the same cores, it is images/s
 on N over images/s on 1 (1.0 = no loss from splitting the step).
@@ -38,11 +38,10 @@ def main():
     env = dict(os.environ)
     if args.real_devices:
       env['CUDA_VISIBLE_DEVICES'] = ','.join(map(str, range(n)))
-    else:
-      env['XLA_FLAGS'] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
     command = [sys.executable, '-m', 'pneumojax.bench', '--models', args.model, '--sizes', str(args.size),
                '--batch_sizes', str(args.batch_size), '--dtypes', args.dtype, '--channels', str(args.channels),
-               '--modes', *args.modes, '--windows', str(args.windows), '--steps', str(args.steps)]
+               '--modes', *args.modes, '--windows', str(args.windows), '--steps', str(args.steps),
+               *([] if args.real_devices else ['--cpu_devices', str(n)])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     rows += [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{')]
 
