@@ -129,7 +129,10 @@ def explain_files(workdir, files, out_dir=None) -> list[pathlib.Path]:
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for path in map(pathlib.Path, files):
-    image = pipeline.eval_images(predict.read_image(path, config.data)[None, ..., None], config.data).numpy()
+    pixels, notes = predict.read_image(path, config.data)
+    for note in notes:
+      log.warning('%s: %s', path, note)
+    image = pipeline.eval_images(pixels[None, ..., None], config.data).numpy()
     probs = explainer.probabilities(image)
     target = int(metrics.predicted_labels(probs, None if point is None else point['threshold'])[0])
     maps = {'Grad-CAM': explainer.grad_cam(image, [target])[0], 'Occlusion': explainer.occlusion(image[0], target)}

@@ -5,6 +5,13 @@ Each file goes through exactly the preprocessing of training and evaluation: dec
 (`images.resize` at `data.resolution`, `data.resize`), then `pipeline.eval_images`. Two-class models label a
 file with the threshold chosen on validation (`threshold.json`); more classes with the most probable class.
 A file that cannot be read gets a row with its error and no prediction; the others are still predicted.
+
+CSV columns (new ones are only ever added at the end):
+  two classes:    path, probability_<second class> (pneumonia; virus for bacteria_vs_virus), label, error, warning
+  three classes:  path, probability_pneumonia (1 - P(normal)), label, probability_<each class>, error, warning
+`error` says why a file could not be predicted (its probabilities and label are then empty); `warning` what its
+prediction should be read with: transparency that was ignored, or an image far smaller than the model's input
+(see `read_image`), several joined by '; '.
 """
 
 import csv
@@ -26,31 +33,51 @@ log = logging.getLogger(__name__)
 
 
 def find_images(inputs) -> list[pathlib.Path]:
-  """Files named directly, and the .jpeg/.jpg/.png files in (and below) the folders named, in order."""
+  """Files named directly, and the .jpeg/.jpg/.png files in (and below) the folders named, in order.
+
+  Symbolic links that lead nowhere (dangling, or a loop) are kept, so that they get a row with their error.
+  """
   files = []
   for item in map(pathlib.Path, inputs):
     if item.is_dir():
-      found = sorted(p for p in item.rglob('*') if p.is_file() and p.suffix.lower() in images_lib.IMAGE_SUFFIXES)
+      entries = [p for p in item.rglob('*') if p.is_file() or _is_broken_link(p)]
+      found = sorted(p for p in entries if p.suffix.lower() in images_lib.IMAGE_SUFFIXES)
       if not found:
         raise FileNotFoundError(f'{item}: no {"/".join(images_lib.IMAGE_SUFFIXES)} files in this folder or below it.')
-      others = sum(1 for p in item.rglob('*') if p.is_file()) - len(found)
-      if others:
-        log.info('%s: %d files without an image suffix left out.', item, others)
+      if len(entries) > len(found):
+        log.info('%s: %d files without an image suffix left out.', item, len(entries) - len(found))
       files += found
-    elif item.is_file():
+    elif item.is_file() or _is_broken_link(item):
       files.append(item)
     else:
       raise FileNotFoundError(f'{item}: no such file or folder.')
   return files
 
 
-def read_image(path, data_config) -> np.ndarray:
-  """uint8 [R, R] as the dataset builder stores an image; ImageReadError (naming the file) if unreadable."""
+def _is_broken_link(path: pathlib.Path) -> bool:
+  return path.is_symlink() and not path.exists()
+
+
+def read_image(path, data_config) -> tuple[np.ndarray, list[str]]:
+  """uint8 [R, R] as the dataset builder stores an image, and notes for the user; ImageReadError if unreadable.
+
+  The notes are those of `images.decode_grayscale` (ignored transparency), and one if the image's short side is
+  under half of R = `data.resolution`: enlarged more than 2x, it holds far less detail than the model was
+  trained on (a 200 px image for a 224 px model is fine; 16x16 is not), so its prediction deserves little trust.
+  """
+  path = pathlib.Path(path)
   try:
-    data = pathlib.Path(path).read_bytes()
+    data = path.read_bytes()
   except OSError as e:
-    raise images_lib.ImageReadError(f'{path}: cannot be read ({e}).') from e
-  return images_lib.resize(images_lib.decode_grayscale(data, str(path)), data_config.resolution, data_config.resize)
+    link = f'a symbolic link to {os.readlink(path)}, which ' if path.is_symlink() else ''
+    raise images_lib.ImageReadError(f'{path}: {link}cannot be read ({e.strerror}).') from e
+  pixels, notes = images_lib.decode_grayscale(data, str(path))
+  size = data_config.resolution
+  if 2 * min(pixels.shape) < size:
+    height, width = pixels.shape
+    notes.append(f"only {width}x{height} pixels, enlarged {size / min(pixels.shape):.0f}x to the model's "
+                 f'{size}x{size} input: far less detail than it was trained on.')
+  return images_lib.resize(pixels, size, data_config.resize), notes
 
 
 def predict_files(workdir, inputs, out_csv, batch_size: int = 64) -> dict:
@@ -69,14 +96,14 @@ def predict_files(workdir, inputs, out_csv, batch_size: int = 64) -> dict:
       state, {'image': image, 'label': np.zeros(len(image), np.int32), 'mask': np.ones(len(image))})['probs'])
   out_csv = pathlib.Path(out_csv)
   partial = out_csv.parent / f'{out_csv.name}.partial'
-  errors = 0
+  errors = warned = 0
   try:
     with partial.open('w', newline='') as f, tqdm(total=len(files), unit='image', desc='predict') as progress:
       writer = csv.DictWriter(f, fieldnames=_columns(names))
       writer.writeheader()
       for start in range(0, len(files), batch_size):
         batch = files[start:start + batch_size]
-        pixels, failures = _read(batch, config.data)
+        pixels, failures, notes = _read(batch, config.data)
         if pixels:
           # Padded to a whole batch: one compilation for every batch.
           images = np.zeros((batch_size, *next(iter(pixels.values())).shape, 1), np.uint8)
@@ -84,33 +111,36 @@ def predict_files(workdir, inputs, out_csv, batch_size: int = 64) -> dict:
           probs = dict(zip(pixels, np.asarray(probabilities(state, pipeline.eval_images(images, config.data).numpy()))))
         for path in batch:
           row = {'error': failures[path]} if path in failures else _prediction(probs[path], names, point)
-          writer.writerow({'path': str(path), **row})
+          writer.writerow({'path': str(path), **row, 'warning': '; '.join(notes.get(path, []))})
         errors += len(failures)
+        warned += sum(map(bool, notes.values()))
         progress.update(len(batch))
   except BaseException:
     partial.unlink(missing_ok=True)
     raise
   os.replace(partial, out_csv)
-  (log.warning if errors else log.info)('%d files, %d of them unreadable (see their error column) -> %s; checkpoint '
-                                        'step %d, labels by %s.', len(files), errors, out_csv, step, decision)
-  return {'files': len(files), 'errors': errors, 'out': str(out_csv), 'checkpoint_step': step, 'decision': decision}
+  (log.warning if errors or warned else log.info)(
+      '%d files, %d of them unreadable (see their error column) and %d with a warning (see their warning column) '
+      '-> %s; checkpoint step %d, labels by %s.', len(files), errors, warned, out_csv, step, decision)
+  return {'files': len(files), 'errors': errors, 'warnings': warned, 'out': str(out_csv), 'checkpoint_step': step,
+          'decision': decision}
 
 
-def _read(paths, data_config) -> tuple[dict, dict]:
-  """({path: uint8 [R, R]} of the readable files, {path: error message} of the others)."""
-  pixels, failures = {}, {}
+def _read(paths, data_config) -> tuple[dict, dict, dict]:
+  """({path: uint8 [R, R]} of the readable files, {path: error message} of the others, {path: notes})."""
+  pixels, failures, notes = {}, {}, {}
   for path in paths:
     try:
-      pixels[path] = read_image(path, data_config)
+      pixels[path], notes[path] = read_image(path, data_config)
     except images_lib.ImageReadError as e:
       failures[path] = str(e)
-  return pixels, failures
+  return pixels, failures, notes
 
 
 def _columns(names) -> list[str]:
   if len(names) == 2:
-    return ['path', f'probability_{names[1]}', 'label', 'error']
-  return ['path', 'probability_pneumonia', 'label', *(f'probability_{n}' for n in names), 'error']
+    return ['path', f'probability_{names[1]}', 'label', 'error', 'warning']
+  return ['path', 'probability_pneumonia', 'label', *(f'probability_{n}' for n in names), 'error', 'warning']
 
 
 def _prediction(probs: np.ndarray, names, point) -> dict:

@@ -209,6 +209,12 @@ def _jpeg_bytes():
   return buffer.getvalue()
 
 
+def _blank_png(size, mode='L'):
+  buffer = io.BytesIO()
+  Image.new(mode, size).save(buffer, format='PNG', compress_level=1)
+  return buffer.getvalue()
+
+
 @pytest.mark.parametrize('bad_bytes,what', [
     (b'', 'empty'),
     (b'this is not an image', 'not a readable'),
@@ -232,6 +238,43 @@ def test_skip_unreadable_lists_every_skipped_file(tmp_path):
   skipped = report.data_report(builder, cfg)['skipped_files']
   assert [s['file'] for s in skipped] == ['test/NORMAL/IM-9999-0001.jpeg']
   assert json.loads((builder.data_path / builder_lib.SKIPPED_FILES).read_text()) == skipped
+
+
+def test_a_non_image_file_in_a_class_folder_is_named_with_its_folder(tmp_path):
+  root = _tiny_layout(tmp_path / 'manual')
+  (root / 'train' / 'NORMAL' / 'Thumbs.db').write_bytes(b'\0windows thumbnails')
+  with pytest.raises(images.ImageReadError, match=r'(?s)train/NORMAL/Thumbs.db: not a \.jpeg/\.jpg/\.png file.*'
+                     'Remove it.*--skip_unreadable'):
+    paths.get_builder(data_config(tmp_path / 'tfds', root))
+
+
+def test_skip_unreadable_skips_and_lists_non_image_files(tmp_path):
+  root = _tiny_layout(tmp_path / 'manual')
+  (root / 'train' / 'NORMAL' / 'Thumbs.db').write_bytes(b'\0windows thumbnails')
+  (root / 'test' / 'PNEUMONIA' / 'notes.txt').write_text('seen by Dr X')
+  (root / 'test' / 'PNEUMONIA' / 'notes.png').write_text('not an image, and not an original file name')
+  (root / 'test' / 'NORMAL' / 'IM-9998-0001.jpeg').symlink_to(root / 'gone.jpeg')  # a dangling link
+  cfg = data_config(tmp_path / 'tfds', root, skip_unreadable=True)
+  builder = paths.get_builder(cfg)
+  assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {'train': 4, 'test': 4}
+  skipped = {s['file']: s['error'] for s in report.data_report(builder, cfg)['skipped_files']}
+  assert sorted(skipped) == ['test/NORMAL/IM-9998-0001.jpeg', 'test/PNEUMONIA/notes.png',
+                             'test/PNEUMONIA/notes.txt', 'train/NORMAL/Thumbs.db']
+  assert all(f in error for f, error in skipped.items())  # each message names the file with its folder
+
+
+def test_a_wrongly_named_image_is_named_with_its_folder(tmp_path):
+  root = _tiny_layout(tmp_path / 'manual')
+  (root / 'train' / 'NORMAL' / 'scan.jpeg').write_bytes(_jpeg_bytes())
+  with pytest.raises(sources.LayoutError, match='train/NORMAL/scan.jpeg: file name matches neither'):
+    paths.get_builder(data_config(tmp_path / 'tfds', root, skip_unreadable=True))
+
+
+def test_an_image_over_the_pixel_limit_stops_the_build(tmp_path):
+  root = _tiny_layout(tmp_path / 'manual')
+  (root / 'test' / 'NORMAL' / 'IM-9999-0001.png').write_bytes(_blank_png((10_000, 10_000)))  # 100 megapixels
+  with pytest.raises(images.ImageReadError, match=r'test/NORMAL/IM-9999-0001.png: too large \(10000x10000'):
+    paths.get_builder(data_config(tmp_path / 'tfds', root))
 
 
 def test_unknown_class_folder(tmp_path):
@@ -285,17 +328,31 @@ def _png_bytes(array, mode=None):
 
 def test_16_bit_images_are_scaled_not_clipped():
   ramp = np.linspace(1000, 60000, 64 * 64).reshape(64, 64).astype(np.uint16)
-  pixels = images.decode_grayscale(_png_bytes(ramp), 'ramp.png')
-  assert pixels.dtype == np.uint8 and pixels.min() == 0 and pixels.max() == 255
+  pixels, notes = images.decode_grayscale(_png_bytes(ramp), 'ramp.png')
+  assert pixels.dtype == np.uint8 and pixels.min() == 0 and pixels.max() == 255 and notes == []
   assert np.all(np.diff(pixels.ravel().astype(int)) >= 0)
 
 
-def test_rgba_is_composited_on_black():
+def test_transparency_is_ignored_and_noted():
   rgba = np.zeros((8, 8, 4), np.uint8)
   rgba[..., :3] = 200
-  rgba[:4, :, 3] = 255  # top half opaque, bottom half transparent
-  pixels = images.decode_grayscale(_png_bytes(rgba), 'x.png')
-  assert (pixels[:4] == 200).all() and (pixels[4:] == 0).all()
+  rgba[..., 3] = 255
+  rgba[4:, :, 3] = 128  # bottom half semi-transparent, one pixel fully transparent
+  rgba[7, 7, 3] = 0
+  for mode in ('RGBA', 'LA'):
+    pixels, notes = images.decode_grayscale(_png_bytes(np.asarray(Image.fromarray(rgba).convert(mode))), 'x.png')
+    assert (pixels == 200).all(), mode  # the gray values, whatever the alpha
+    assert len(notes) == 1 and '32 of 64 pixels' in notes[0] and 'alpha is ignored' in notes[0], mode
+  rgba[..., 3] = 255
+  assert images.decode_grayscale(_png_bytes(rgba), 'x.png')[1] == []  # opaque: nothing to say
+
+
+@pytest.mark.parametrize('size', [(10_000, 10_000), (20_000, 10_000)])  # PIL itself only warns below 2x its limit
+def test_images_over_the_pixel_limit_are_refused_before_decoding(size):
+  limit = Image.MAX_IMAGE_PIXELS
+  assert limit < size[0] * size[1]
+  with pytest.raises(images.ImageReadError, match=f'big.png: too large .*{limit:,} pixels'):
+    images.decode_grayscale(_blank_png(size, '1'), 'big.png')
 
 
 def test_crop_takes_the_centred_square():

@@ -78,7 +78,7 @@ def test_grad_cam_of_a_trained_model_on_two_x_rays(trained_run):
   _, state, _ = evaluate.load_checkpoint(workdir)
   files = [FULLRES / 'val' / 'PNEUMONIA' / 'person1946_bacteria_4874.jpeg',
            FULLRES / 'val' / 'NORMAL' / 'NORMAL2-IM-1427-0001.jpeg']
-  pixels = np.stack([predict.read_image(path, config.data) for path in files])[..., None]
+  pixels = np.stack([predict.read_image(path, config.data)[0] for path in files])[..., None]
   images = pipeline.eval_images(pixels, config.data).numpy()
   explainer = explain.Explainer(loop.build_model(config), {'params': state.params, 'batch_stats': state.batch_stats})
   maps = explainer.grad_cam(images, [1, 1])

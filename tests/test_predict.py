@@ -125,3 +125,64 @@ def test_a_threshold_of_another_checkpoint_is_refused(trained_run, tmp_path):
   (copy / threshold.FILE).unlink()
   with pytest.raises(FileNotFoundError, match='pneumojax eval --workdir'):
     threshold.load(copy, 6)
+
+
+def test_broken_links_get_an_error_row(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  folder = tmp_path / 'films'
+  folder.mkdir()
+  shutil.copy(OOD / 'h0001.png', folder / 'film.png')
+  (folder / 'link.png').symlink_to('film.png')
+  (folder / 'dangling.png').symlink_to('moved_away.png')
+  (folder / 'loop_a.png').symlink_to('loop_b.png')
+  (folder / 'loop_b.png').symlink_to('loop_a.png')
+  (tmp_path / 'named.jpeg').symlink_to(tmp_path / 'gone.jpeg')
+  out = tmp_path / 'out.csv'
+  summary = predict.predict_files(workdir, [folder, tmp_path / 'named.jpeg'], out)
+  rows = _rows(out)
+  assert summary['files'] == len(rows) == 6 and summary['errors'] == 4
+  assert 'a symbolic link to moved_away.png' in rows[str(folder / 'dangling.png')]['error']
+  assert 'Too many levels of symbolic links' in rows[str(folder / 'loop_a.png')]['error']
+  assert 'gone.jpeg' in rows[str(tmp_path / 'named.jpeg')]['error']
+  assert rows[str(folder / 'link.png')]['probability_pneumonia'] == rows[str(folder / 'film.png')][
+      'probability_pneumonia'] != ''
+
+
+def test_images_over_the_pixel_limit_are_refused_in_their_row(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  Image.new('L', (10_000, 10_000)).save(tmp_path / 'huge.png', compress_level=1)  # 100 megapixels
+  shutil.copy(OOD / 'h0001.png', tmp_path)
+  rows = _rows(predict.predict_files(workdir, [tmp_path], tmp_path / 'out.csv')['out'])
+  assert f'too large (10000x10000 = 100,000,000 pixels; images over {Image.MAX_IMAGE_PIXELS:,} pixels' in rows[
+      str(tmp_path / 'huge.png')]['error']
+  assert rows[str(tmp_path / 'h0001.png')]['error'] == ''
+
+
+def test_transparency_is_ignored_and_noted_in_the_row(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  with Image.open(OOD / '00000001_000.png') as image:
+    gray = image.convert('L')
+  gray.save(tmp_path / 'gray.png')
+  translucent = gray.convert('RGBA')
+  translucent.putalpha(128)
+  translucent.save(tmp_path / 'translucent.png')
+  rows = _rows(predict.predict_files(workdir, [tmp_path], tmp_path / 'out.csv')['out'])
+  gray_row, translucent_row = rows[str(tmp_path / 'gray.png')], rows[str(tmp_path / 'translucent.png')]
+  assert float(translucent_row['probability_pneumonia']) == pytest.approx(float(gray_row['probability_pneumonia']),
+                                                                          abs=1e-6)
+  assert 'transparent' in translucent_row['warning'] and 'alpha is ignored' in translucent_row['warning']
+  assert gray_row['warning'] == ''
+
+
+def test_images_far_below_the_model_resolution_are_warned_about(trained_run, tmp_path):
+  config, workdir, _ = trained_run
+  assert config.data.resolution == 64
+  for size in ((1, 1), (16, 16), (200, 31), (32, 500)):
+    Image.new('L', size, 128).save(tmp_path / f'{size[0]}x{size[1]}.png')
+  summary = predict.predict_files(workdir, [tmp_path], tmp_path / 'out.csv')
+  rows = _rows(summary['out'])
+  assert summary['warnings'] == 3
+  for name in ('1x1', '16x16', '200x31'):
+    row = rows[str(tmp_path / f'{name}.png')]
+    assert f'only {name} pixels' in row['warning'] and '64x64' in row['warning'] and row['probability_pneumonia']
+  assert rows[str(tmp_path / '32x500.png')]['warning'] == ''  # enlarged 2x at most: fine

@@ -167,8 +167,8 @@ VALID = [_encoded('JPEG', 'L'), _encoded('JPEG', 'RGB'), _encoded('PNG', 'L'), _
 ))
 def test_image_reading_never_crashes(data):
   try:
-    pixels = images.decode_grayscale(data, 'fuzz.bin')
+    pixels, notes = images.decode_grayscale(data, 'fuzz.bin')
   except images.ImageReadError as e:
     assert 'fuzz.bin' in str(e)
   else:
-    assert pixels.dtype == np.uint8 and pixels.ndim == 2
+    assert pixels.dtype == np.uint8 and pixels.ndim == 2 and all(isinstance(n, str) for n in notes)

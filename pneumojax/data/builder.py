@@ -10,7 +10,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from pneumojax.data import sources
-from pneumojax.data.images import ImageReadError, decode_grayscale, resize
+from pneumojax.data.images import IMAGE_SUFFIXES, ImageReadError, decode_grayscale, resize
 
 RESOLUTIONS = (28, 64, 128, 224, 299)
 RESIZE_METHODS = ('squash', 'crop')
@@ -86,16 +86,15 @@ class ChestXrayPneumonia(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, source, files, skipped):
     cfg = self.builder_config
     for f in files:
-      patient_id, subtype = sources.parse_file_name(f.name, f.label)
-      data = source.read(f.relpath)
       try:
-        pixels = decode_grayscale(data, f'{source.location}: {f.relpath}')
+        data, pixels = _read(source, f)
       except ImageReadError as e:
         if not self._skip_unreadable:
           raise ImageReadError(f'{e}\nOr pass --skip_unreadable to leave it out (it is then listed in the '
                                'report).') from None
         skipped.append({'file': f.relpath, 'error': str(e)})
         continue
+      patient_id, subtype = sources.parse_file_name(f.relpath, f.label)
       yield f.relpath, {
           'image': resize(pixels, cfg.resolution, cfg.resize)[..., None],
           'label': f.label.lower(),
@@ -114,3 +113,18 @@ class ChestXrayPneumonia(tfds.core.GeneratorBasedBuilder):
       self._source.close()
     # Skipped files are part of the dataset's provenance: keep the list beside the TFDS files.
     (epath.Path(self.data_dir) / SKIPPED_FILES).write_text(json.dumps(self._skipped, indent=1))
+
+
+def _read(source, f: sources.ImageFile) -> tuple[bytes, np.ndarray]:
+  """(the file's bytes, uint8 [H, W]); ImageReadError naming the file by `source` and <split>/<CLASS>/<name>."""
+  name = f'{source.location}: {f.relpath}'
+  if not f.name.lower().endswith(IMAGE_SUFFIXES):  # Thumbs.db, notes.txt, ...: not part of the dataset.
+    raise ImageReadError(f'{name}: not a {"/".join(IMAGE_SUFFIXES)} file. Remove it from the class folder.')
+  try:
+    data = source.read(f.relpath)
+  except OSError as e:  # A dangling link, no permission, ...
+    raise ImageReadError(f'{name}: cannot be read ({e}).') from e
+  pixels, notes = decode_grayscale(data, name)
+  for note in notes:
+    logging.warning('%s: %s', name, note)
+  return data, pixels

@@ -15,7 +15,7 @@ class ImageReadError(ValueError):
 
 
 def _to_grayscale_uint8(image: Image.Image) -> np.ndarray:
-  """Any PIL mode -> uint8 [H, W]. 16-bit and float images are scaled by their range, not clipped."""
+  """Any PIL mode -> uint8 [H, W]. 16-bit and float images are scaled by their range, not clipped; alpha is dropped."""
   if image.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
     pixels = np.asarray(image, dtype=np.float64)
     if pixels.ndim == 3:
@@ -23,25 +23,47 @@ def _to_grayscale_uint8(image: Image.Image) -> np.ndarray:
     low, high = float(pixels.min()), float(pixels.max())
     scale = 255.0 / (high - low) if high > low else 0.0
     return np.round((pixels - low) * scale).astype(np.uint8)
-  if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
-    # Transparent pixels carry no radiograph: composite them on black, as a viewer shows them.
-    rgba = image.convert('RGBA')
-    background = Image.new('RGBA', rgba.size, (0, 0, 0, 255))
-    image = Image.alpha_composite(background, rgba)
   return np.asarray(image.convert('L'), dtype=np.uint8)
 
 
-def decode_grayscale(data: bytes, name: str) -> np.ndarray:
-  """Decodes JPEG/PNG bytes to uint8 [H, W]; raises ImageReadError naming `name` if they are not a whole image."""
+def _transparency_notes(image: Image.Image) -> list[str]:
+  """A note if some pixels are not fully opaque: their alpha is ignored, so the same gray values give the same
+  prediction however the file was saved (a radiograph has no meaningful transparency)."""
+  if not image.has_transparency_data:
+    return []
+  alpha = np.asarray(image.convert('RGBA').getchannel('A'))
+  transparent = int(np.count_nonzero(alpha < 255))
+  if not transparent:
+    return []
+  return [f'{transparent:,} of {alpha.size:,} pixels are transparent or semi-transparent: alpha is ignored, '
+          'the gray values are used.']
+
+
+def _too_large(name: str, size: str) -> ImageReadError:
+  return ImageReadError(f'{name}: too large ({size}; images over {Image.MAX_IMAGE_PIXELS:,} pixels are refused as '
+                        'possible decompression bombs). Downscale it below the limit, or remove it from the folder.')
+
+
+def decode_grayscale(data: bytes, name: str) -> tuple[np.ndarray, list[str]]:
+  """Decodes JPEG/PNG bytes to uint8 [H, W], with notes for the user on what was done to them (ignored alpha).
+
+  Raises ImageReadError naming `name` if they are not a whole image, or if its header declares more than
+  `Image.MAX_IMAGE_PIXELS` pixels (checked before decoding).
+  """
   if not data:
     raise ImageReadError(f'{name}: the file is empty (0 bytes). Re-download or remove it.')
   try:
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data)) as image:  # Reads only the header.
+      width, height = image.size
+      if width * height > Image.MAX_IMAGE_PIXELS:  # PIL itself only warns up to twice its limit.
+        raise _too_large(name, f'{width}x{height} = {width * height:,} pixels')
       image.load()  # Decodes everything now: a truncated file fails here, not later in training.
-      return _to_grayscale_uint8(image)
+      return _to_grayscale_uint8(image), _transparency_notes(image)
   except ImageReadError:
     raise
-  except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...).
+  except Image.DecompressionBombError as e:  # Raised by Image.open beyond twice the limit, before we see the size.
+    raise _too_large(name, f'more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels') from e
+  except Exception as e:  # PIL raises many types (OSError, SyntaxError, ...).
     raise ImageReadError(
         f'{name}: not a readable JPEG/PNG image ({type(e).__name__}: {e}). '
         'Re-download the file, or remove it from the folder.') from e

@@ -52,7 +52,8 @@ _IM = re.compile(r'^((?:NORMAL2-)?IM-\d+)-\d+', re.IGNORECASE)
 
 
 def parse_file_name(name: str, label: str) -> tuple[str, str]:
-  """Returns (patient_id, subtype) from an original file name, checked against the class folder.
+  """Returns (patient_id, subtype) from an original file name (or its path, which errors then name), checked
+  against the class folder.
 
   personN_bacteria_M.jpeg / personN_virus_M.jpeg are pneumonia of patient personN; IM-XXXX-YYYY.jpeg and
   NORMAL2-IM-XXXX-YYYY.jpeg are normal images of patient IM-XXXX (NORMAL2-IM-XXXX is a separate numbering).
