@@ -7,10 +7,12 @@ import json
 import os
 import pickle
 import re
+import shutil
 import sys
 import types
 import zipfile
 
+import h5py
 import jax
 import jax.numpy as jnp
 import keras
@@ -23,7 +25,7 @@ from tests.conftest import SHARED
 from pneumojax import models, weights
 from pneumojax.models.head import Head
 from pneumojax.train.state import TrainState, with_pretrained
-from pneumojax.weights import pth
+from pneumojax.weights import keras_h5, pth
 
 # Keras's own conversions of its variables to numpy, with every weight of the models built here.
 pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
@@ -112,6 +114,70 @@ def test_a_file_without_top_does_not_fill_a_model_with_a_head():
 def test_keras_resnet_weights_need_the_keras_variant():
   with pytest.raises(ValueError, match="variant='keras'"):
     weights.load(MOBILENET_035, models.get_model('resnet50'))
+
+
+@pytest.mark.parametrize('name', ['mobilenet_v2', 'inception_v3'])  # InceptionV3: BatchNorm without scale
+def test_keras3_weights_files_give_the_variables_of_the_legacy_h5(name, tmp_path):
+  """`model.save_weights('x.weights.h5')` numbers a layer's variables; they must land where their names put them."""
+  build, size, kwargs = KERAS[name]
+  keras_model = build(weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None)
+  _randomise(keras_model)
+  keras_model.save_weights(tmp_path / 'keras3.weights.h5')
+  keras_model.save(tmp_path / 'legacy.h5')
+  model = models.get_model(name, num_classes=10, **kwargs)
+  jax.tree.map(np.testing.assert_array_equal, weights.load(tmp_path / 'keras3.weights.h5', model, (size, size, 3)),
+               weights.load(tmp_path / 'legacy.h5', model, (size, size, 3)))
+
+
+@pytest.mark.parametrize('damage, problem', [
+    (lambda f: f['layers/dense/vars'].attrs.pop('name'), ' is a Keras `.weights.h5` file without layer names'),
+    (lambda f: f.copy(f['layers/dense'], 'layers/dense_1'), ": more than one layer is named 'dense'"),
+], ids=['unnamed', 'same_names'])  # as older Keras versions wrote them; as nested models can have them
+def test_keras3_weights_files_whose_layers_cannot_be_told_apart_are_refused(damage, problem, tmp_path):
+  path = tmp_path / 'dense.weights.h5'
+  keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name='dense')]).save_weights(path)
+  with h5py.File(path, 'r+') as f:
+    damage(f)
+  with pytest.raises(ValueError, match=re.escape(f'{path}{problem}')):
+    keras_h5.read_layers(path)
+
+
+def _damage(path, damage):
+  shutil.copy(MOBILENET_035, path)
+  path.chmod(0o644)  # The shared original is read-only.
+  with h5py.File(path, 'r+') as f:
+    damage(f)
+
+
+def _external_kernel(f):
+  """Conv1's kernel replaced by one whose data are the bytes of another file (HDF5 external storage)."""
+  shape = f['Conv1/Conv1/kernel'].shape
+  del f['Conv1/Conv1/kernel']
+  raw = f.filename + '.raw'
+  np.ones(shape, np.float32).tofile(raw)
+  f['Conv1/Conv1'].create_dataset('kernel', shape, np.float32, external=[(raw, 0, 4 * np.prod(shape))])
+
+
+@pytest.mark.parametrize('damage, problem', [
+    (lambda f: f['Conv1/Conv1'].pop('kernel'), "layer 'Conv1', weight Conv1/kernel: the file has no such dataset"),
+    (lambda f: f.pop('bn_Conv1'), "layer 'bn_Conv1' is listed in layer_names but has no group"),
+    (_external_kernel, "layer 'Conv1', weight Conv1/kernel: its data lies in another file"),
+    (lambda f: f.attrs.pop('layer_names'), "holds no Keras weights"),
+], ids=['missing_weight', 'missing_layer', 'external_data', 'no_layer_names'])
+def test_damaged_keras_files_are_refused_naming_the_layer(damage, problem, tmp_path):
+  path = tmp_path / 'mobilenet.h5'
+  _damage(path, damage)
+  with pytest.raises(ValueError, match=re.escape(str(path)) + '.*' + re.escape(problem)):
+    keras_h5.read_layers(path)
+
+
+@pytest.mark.parametrize('content', [b'', b'<html>404 Not Found</html>', MOBILENET_035.read_bytes()[:1_000_000]],
+                         ids=['empty', 'not_hdf5', 'truncated'])
+def test_truncated_or_non_hdf5_keras_files_are_refused_naming_the_file(content, tmp_path):
+  path = tmp_path / 'mobilenet.h5'
+  path.write_bytes(content)
+  with pytest.raises(ValueError, match=re.escape(f'{path} cannot be opened as HDF5') + '.*truncated or not an HDF5'):
+    keras_h5.read_layers(path)
 
 
 # --- PyTorch state_dicts --------------------------------------------------------------------------------------

@@ -117,11 +117,11 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
     raise ValueError(f'{path} is not a zip-format PyTorch file (torch >= 1.6 writes those) or is truncated: re-save '
                      'it with a recent torch, or save its state_dict as .npz (numpy arrays keyed by state_dict name).')
   with zipfile.ZipFile(path) as archive:
-    pickles = [n for n in archive.namelist() if n == 'data.pkl' or n.endswith('/data.pkl')]
+    names = archive.namelist()
+    pickles = [n for n in names if n == 'data.pkl' or n.endswith('/data.pkl')]
     if len(pickles) != 1:
       raise ValueError(f'{path}: expected one data.pkl in the archive, found {pickles}')
     root = pickles[0].removesuffix('data.pkl')
-    names = archive.namelist()
     byteorder = archive.read(f'{root}byteorder').decode('ascii', 'replace') if f'{root}byteorder' in names else 'little'
     if byteorder not in ('little', 'big'):
       raise ValueError(f'{path}: byteorder {byteorder!r:.50} is neither little nor big; {_DAMAGED}.')
