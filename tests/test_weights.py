@@ -6,10 +6,13 @@ import io
 import json
 import os
 import pickle
+import re
+import shutil
 import sys
 import types
 import zipfile
 
+import h5py
 import jax
 import jax.numpy as jnp
 import keras
@@ -22,7 +25,7 @@ from tests.conftest import SHARED
 from pneumojax import models, weights
 from pneumojax.models.head import Head
 from pneumojax.train.state import TrainState, with_pretrained
-from pneumojax.weights import pth
+from pneumojax.weights import keras_h5, pth
 
 # Keras's own conversions of its variables to numpy, with every weight of the models built here.
 pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
@@ -111,6 +114,70 @@ def test_a_file_without_top_does_not_fill_a_model_with_a_head():
 def test_keras_resnet_weights_need_the_keras_variant():
   with pytest.raises(ValueError, match="variant='keras'"):
     weights.load(MOBILENET_035, models.get_model('resnet50'))
+
+
+@pytest.mark.parametrize('name', ['mobilenet_v2', 'inception_v3'])  # InceptionV3: BatchNorm without scale
+def test_keras3_weights_files_give_the_variables_of_the_legacy_h5(name, tmp_path):
+  """`model.save_weights('x.weights.h5')` numbers a layer's variables; they must land where their names put them."""
+  build, size, kwargs = KERAS[name]
+  keras_model = build(weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None)
+  _randomise(keras_model)
+  keras_model.save_weights(tmp_path / 'keras3.weights.h5')
+  keras_model.save(tmp_path / 'legacy.h5')
+  model = models.get_model(name, num_classes=10, **kwargs)
+  jax.tree.map(np.testing.assert_array_equal, weights.load(tmp_path / 'keras3.weights.h5', model, (size, size, 3)),
+               weights.load(tmp_path / 'legacy.h5', model, (size, size, 3)))
+
+
+@pytest.mark.parametrize('damage, problem', [
+    (lambda f: f['layers/dense/vars'].attrs.pop('name'), ' is a Keras `.weights.h5` file without layer names'),
+    (lambda f: f.copy(f['layers/dense'], 'layers/dense_1'), ": more than one layer is named 'dense'"),
+], ids=['unnamed', 'same_names'])  # as older Keras versions wrote them; as nested models can have them
+def test_keras3_weights_files_whose_layers_cannot_be_told_apart_are_refused(damage, problem, tmp_path):
+  path = tmp_path / 'dense.weights.h5'
+  keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name='dense')]).save_weights(path)
+  with h5py.File(path, 'r+') as f:
+    damage(f)
+  with pytest.raises(ValueError, match=re.escape(f'{path}{problem}')):
+    keras_h5.read_layers(path)
+
+
+def _damage(path, damage):
+  shutil.copy(MOBILENET_035, path)
+  path.chmod(0o644)  # The shared original is read-only.
+  with h5py.File(path, 'r+') as f:
+    damage(f)
+
+
+def _external_kernel(f):
+  """Conv1's kernel replaced by one whose data are the bytes of another file (HDF5 external storage)."""
+  shape = f['Conv1/Conv1/kernel'].shape
+  del f['Conv1/Conv1/kernel']
+  raw = f.filename + '.raw'
+  np.ones(shape, np.float32).tofile(raw)
+  f['Conv1/Conv1'].create_dataset('kernel', shape, np.float32, external=[(raw, 0, 4 * np.prod(shape))])
+
+
+@pytest.mark.parametrize('damage, problem', [
+    (lambda f: f['Conv1/Conv1'].pop('kernel'), "layer 'Conv1', weight Conv1/kernel: the file has no such dataset"),
+    (lambda f: f.pop('bn_Conv1'), "layer 'bn_Conv1' is listed in layer_names but has no group"),
+    (_external_kernel, "layer 'Conv1', weight Conv1/kernel: its data lies in another file"),
+    (lambda f: f.attrs.pop('layer_names'), "holds no Keras weights"),
+], ids=['missing_weight', 'missing_layer', 'external_data', 'no_layer_names'])
+def test_damaged_keras_files_are_refused_naming_the_layer(damage, problem, tmp_path):
+  path = tmp_path / 'mobilenet.h5'
+  _damage(path, damage)
+  with pytest.raises(ValueError, match=re.escape(str(path)) + '.*' + re.escape(problem)):
+    keras_h5.read_layers(path)
+
+
+@pytest.mark.parametrize('content', [b'', b'<html>404 Not Found</html>', MOBILENET_035.read_bytes()[:1_000_000]],
+                         ids=['empty', 'not_hdf5', 'truncated'])
+def test_truncated_or_non_hdf5_keras_files_are_refused_naming_the_file(content, tmp_path):
+  path = tmp_path / 'mobilenet.h5'
+  path.write_bytes(content)
+  with pytest.raises(ValueError, match=re.escape(f'{path} cannot be opened as HDF5') + '.*truncated or not an HDF5'):
+    keras_h5.read_layers(path)
 
 
 # --- PyTorch state_dicts --------------------------------------------------------------------------------------
@@ -204,14 +271,17 @@ def _contiguous(array):
   return array.ravel(), 0, array.shape, tuple(stride // array.itemsize for stride in array.strides)
 
 
-def _torch_save(path, tensors: dict, monkeypatch):
+def _torch_save(path, tensors: dict, monkeypatch, byteorder='little', persistent_id=None, entries=None):
   """What `torch.save(state_dict, path)` writes (zip format), by hand: torch is not installed here.
 
   `tensors` maps each name to (storage, offset, shape, strides): tensors given the same storage array share it.
   The pickle names torch's classes and functions, so stand-ins are registered under their names while pickling.
+  To craft damaged files: a storage that is not an array is pickled as it is, `persistent_id(storage_type, key,
+  array)` replaces torch's id of a storage, and `entries` ({name: bytes, or None to leave it out}) the archive's.
   """
   torch, torch_utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
-  storage_types = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage'}
+  storage_types = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage',
+                   np.dtype(np.complex64): 'ComplexFloatStorage'}
   for storage_type in storage_types.values():
     setattr(torch, storage_type, type(storage_type, (), {'__module__': 'torch'}))
 
@@ -231,42 +301,102 @@ def _torch_save(path, tensors: dict, monkeypatch):
 
   class Tensor:
     def __init__(self, storage, offset, shape, strides):
-      self.args = (Storage(storage), offset, tuple(shape), tuple(strides), False, collections.OrderedDict())
+      storage = Storage(storage) if isinstance(storage, np.ndarray) else storage
+      self.args = (storage, offset, tuple(shape), tuple(strides), False, collections.OrderedDict())
 
     def __reduce__(self):
       return _rebuild_tensor_v2, self.args
 
+  def torch_persistent_id(storage_type, key, data):
+    return 'storage', storage_type, key, 'cpu', data.size
+
   class Pickler(pickle.Pickler):
     def persistent_id(self, obj):
       if isinstance(obj, Storage):
-        return 'storage', getattr(torch, storage_types[obj.data.dtype]), obj.key, 'cpu', obj.data.size
+        return (persistent_id or torch_persistent_id)(getattr(torch, storage_types[obj.data.dtype]), obj.key, obj.data)
       return None
 
   state_dict = collections.OrderedDict((name, Tensor(*spec)) for name, spec in tensors.items())
   buffer = io.BytesIO()
   Pickler(buffer, protocol=2).dump(state_dict)
+  records = {'archive/data.pkl': buffer.getvalue(), 'archive/byteorder': byteorder,
+             **{f'archive/data/{key}': storage.tobytes() for key, storage in keys.values()},
+             'archive/version': '3\n', **(entries or {})}
   with zipfile.ZipFile(path, 'w') as archive:
-    archive.writestr('archive/data.pkl', buffer.getvalue())
-    archive.writestr('archive/byteorder', 'little')
-    for key, storage in keys.values():
-      archive.writestr(f'archive/data/{key}', storage.tobytes())
-    archive.writestr('archive/version', '3\n')
+    for name, data in records.items():
+      if data is not None:
+        archive.writestr(name, data)
 
 
-def test_pth_reader_rebuilds_strided_shared_and_scalar_tensors(tmp_path, monkeypatch):
+def test_pth_reader_rebuilds_strided_shared_scalar_expanded_and_empty_tensors(tmp_path, monkeypatch):
   matrix = np.arange(12, dtype=np.float32).reshape(3, 4)
   storage = np.concatenate([np.array([-1.0, -2.0], np.float32), np.ascontiguousarray(matrix.T).ravel()])
   tensors = {'vector': (storage, 0, (2,), (1,)),              # the start of a shared storage
              'matrix': (storage, 2, (3, 4), (1, 3)),          # a transposed view at an offset in it
              'counter': (np.array([7], np.int64), 0, (), ()),  # a 0-d int64, as num_batches_tracked
-             'kernel': _contiguous(np.ones((2, 1, 3, 3), np.float32))}
+             'kernel': _contiguous(np.ones((2, 1, 3, 3), np.float32)),
+             'expanded': (np.array([5.0], np.float32), 0, (2, 3), (0, 0)),  # torch's expand(): strides 0
+             'empty': (storage, 100, (0, 3), (3, 1))}         # reads nothing, so any offset is valid in torch
   _torch_save(tmp_path / 'w.pth', tensors, monkeypatch)
   state_dict = pth.load_state_dict(tmp_path / 'w.pth')
-  assert list(state_dict) == ['vector', 'matrix', 'counter', 'kernel']
+  assert list(state_dict) == ['vector', 'matrix', 'counter', 'kernel', 'expanded', 'empty']
   np.testing.assert_array_equal(state_dict['vector'], [-1.0, -2.0])
   np.testing.assert_array_equal(state_dict['matrix'], matrix)
   assert state_dict['counter'].shape == () and state_dict['counter'] == 7 and state_dict['counter'].dtype == np.int64
   np.testing.assert_array_equal(state_dict['kernel'], np.ones((2, 1, 3, 3)))
+  np.testing.assert_array_equal(state_dict['expanded'], np.full((2, 3), 5.0))
+  assert state_dict['empty'].shape == (0, 3) and state_dict['empty'].dtype == np.float32
+
+
+@pytest.mark.parametrize('offset, size, stride', [
+    (3, (2,), (1,)),      # past the end of the 4 elements
+    (0, (2, 2), (3, 1)),  # a stride too long
+    (4, (), ()),          # a scalar just past the end
+    (-1, (1,), (1,)),     # before the start
+    (1, (2,), (-1,)),
+    (0, (-2,), (1,)),
+    (0, (2,), (1, 1)),    # strides for another rank
+    (0.5, (1,), (1,)),
+], ids=['past_end', 'long_stride', 'scalar_past_end', 'negative_offset', 'negative_stride', 'negative_size',
+        'rank_mismatch', 'float_offset'])
+def test_pth_tensors_reaching_outside_their_storage_are_refused(offset, size, stride, tmp_path, monkeypatch):
+  """torch refuses these views; read as they are, they would return the memory around the storage as weights."""
+  path = tmp_path / 'w.pth'
+  _torch_save(path, {'fc.weight': (np.arange(4, dtype=np.float32), offset, size, stride)}, monkeypatch)
+  with pytest.raises(ValueError, match=re.escape(f"{path}: tensor 'fc.weight': offset")):
+    pth.load_state_dict(path)
+
+
+@pytest.mark.parametrize('tensors, damage, problem', [
+    ({'fc.weight': (np.zeros(2, np.float32), 0, (2,), (1,))}, {'entries': {'archive/data/0': None}},
+     "tensor 'fc.weight': its storage archive/data/0 is not in the archive"),
+    ({'fc.weight': (np.zeros(2, np.float32), 0, (2,), (1,))}, {'entries': {'archive/data/0': bytes(7)}},
+     r"tensor 'fc.weight': its storage archive/data/0 holds 7 bytes, not the 2 float32 elements \(8 bytes\)"),
+    ({'fc.weight': (np.zeros(2, np.float32), 0, (2,), (1,))}, {'entries': {'archive/data/0': bytes(4)}},
+     "tensor 'fc.weight': its storage archive/data/0 holds 4 bytes, not the 2 float32 elements"),
+    ({'fc.weight': (5, 0, (1,), (1,))}, {}, "tensor 'fc.weight': its storage is 5, not a storage"),
+    ({0: _contiguous(np.zeros(2, np.float32))}, {}, 'holds no state_dict'),
+    ({'fc.weight': _contiguous(np.ones(2, np.float32))}, {'byteorder': 'middle'}, "byteorder 'middle' is neither"),
+], ids=['missing_entry', 'partial_element', 'truncated', 'not_a_storage', 'not_named_by_strings', 'byteorder'])
+def test_pth_damaged_files_are_refused_naming_the_tensor(tensors, damage, problem, tmp_path, monkeypatch):
+  path = tmp_path / 'w.pth'
+  _torch_save(path, tensors, monkeypatch, **damage)
+  with pytest.raises(ValueError, match=re.escape(str(path)) + '.*' + problem):
+    pth.load_state_dict(path)
+
+
+@pytest.mark.parametrize('tensors, damage, problem', [
+    ({'fc.weight': _contiguous(np.zeros(2, np.complex64))}, {},
+     'it holds tensors of type torch.ComplexFloatStorage; only these are read: FloatStorage, DoubleStorage'),
+    ({'fc.weight': _contiguous(np.zeros(2, np.float32))},
+     {'persistent_id': lambda storage_type, key, data: ('storage', storage_type, [key], 'cpu', data.size)},
+     r"\('storage', dtype\('float32'\), \['0'\], 'cpu', 2\) is not a storage"),
+], ids=['complex', 'list_key'])
+def test_pth_unknown_tensor_types_and_storage_ids_are_refused(tensors, damage, problem, tmp_path, monkeypatch):
+  path = tmp_path / 'w.pth'
+  _torch_save(path, tensors, monkeypatch, **damage)
+  with pytest.raises(pickle.UnpicklingError, match=re.escape(f'{path}: cannot read archive/data.pkl: ') + problem):
+    pth.load_state_dict(path)
 
 
 def test_pth_import_equals_npz_import(tmp_path, monkeypatch):

@@ -1,7 +1,11 @@
 """keras.applications weight files (.h5, with or without top) -> Flax variables.
 
-The files are the legacy Keras HDF5 layout that `keras.applications.*(weights='imagenet')` downloads: attribute
-`layer_names`, and per layer a group with attribute `weight_names` (`block1_conv1/kernel`, `:0` in older files).
+Two layouts are read. The legacy Keras HDF5 one, which `keras.applications.*(weights='imagenet')` downloads and
+`model.save('x.h5')` writes: attribute `layer_names`, and per layer a group with attribute `weight_names`
+(`block1_conv1/kernel`, `:0` in older files). And Keras 3's `model.save_weights('x.weights.h5')`: per layer a
+group `layers/<class name>_<n>/vars` holding the layer's variables as datasets `0`, `1`, ... in the order the layer
+created them, with the layer's name in its attribute `name`; they take the names of the Flax module's variables in
+that order (kernel, scale, bias, mean, var: Keras's kernel, bias or gamma, beta, moving_mean, moving_variance).
 Keras kernels are HWIO like Flax's, except depthwise ones ([h, w, channels, 1] -> [h, w, 1, channels]).
 
 Layers map to Flax modules by name: VGG, MobileNetV2 and DenseNet121 carry Keras's layer names, ResNet's are
@@ -12,6 +16,7 @@ creation order N to `ConvBN_i`. The classifier (`predictions`, and VGG's `fc1`, 
 import logging
 import re
 
+import flax
 import h5py
 import numpy as np
 
@@ -25,6 +30,14 @@ log = logging.getLogger(__name__)
 _VARIABLES = {'kernel': ('params', 'kernel'), 'depthwise_kernel': ('params', 'kernel'), 'bias': ('params', 'bias'),
               'gamma': ('params', 'scale'), 'beta': ('params', 'bias'),
               'moving_mean': ('batch_stats', 'mean'), 'moving_variance': ('batch_stats', 'var')}
+# The variables of a Keras layer in the order Keras creates them, by their Flax names.
+_KERAS_ORDER = (('params', 'kernel'), ('params', 'scale'), ('params', 'bias'), ('batch_stats', 'mean'),
+                ('batch_stats', 'var'))
+_DAMAGED = 'the file is damaged or incomplete: save or download it again'
+
+
+def _text(value) -> str:
+  return value.decode('utf8') if isinstance(value, bytes) else str(value)
 
 
 def _attribute(group, name: str) -> list[str]:
@@ -36,20 +49,77 @@ def _attribute(group, name: str) -> list[str]:
     while f'{name}{chunk}' in group.attrs:
       values += list(group.attrs[f'{name}{chunk}'])
       chunk += 1
-  return [v.decode('utf8') if isinstance(v, bytes) else str(v) for v in values]
+  return [_text(v) for v in values]
+
+
+def _dataset(group, name: str, where: str) -> np.ndarray:
+  """The dataset `group[name]`, refused where it is missing or its data lies outside this file."""
+  dataset = group.get(name)
+  if not isinstance(dataset, h5py.Dataset):
+    raise ValueError(f'{where}: the file has no such dataset; {_DAMAGED}.')
+  if dataset.file != group.file or dataset.external or dataset.is_virtual:
+    raise ValueError(f'{where}: its data lies in another file (an HDF5 external link, external storage or virtual '
+                     'dataset), which Keras never writes: refused.')
+  try:
+    return np.asarray(dataset)
+  except OSError as error:
+    raise ValueError(f'{where} cannot be read ({error}); {_DAMAGED}.') from error
+
+
+def _legacy_layers(group, path) -> dict[str, dict[str, np.ndarray]]:
+  """{layer name: {weight name: array}} of the layers in the attribute `layer_names` of `group`."""
+  layers = {}
+  for name in _attribute(group, 'layer_names'):
+    if not isinstance(group.get(name), h5py.Group):
+      raise ValueError(f'{path}: layer {name!r} is listed in layer_names but has no group; {_DAMAGED}.')
+    where = f'{path}: layer {name!r}, weight'
+    weights = {w.split('/')[-1].removesuffix(':0'): _dataset(group[name], w, f'{where} {w}')
+               for w in _attribute(group[name], 'weight_names')}
+    if weights:
+      layers[name] = weights
+  return layers
+
+
+def _keras3_layers(group, path) -> dict[str, dict[str, np.ndarray]]:
+  """{layer name: {'0': array, '1': ...}} of the `vars` groups below `group` (Keras 3's `layers`)."""
+  layers = {}
+
+  def visit(name, variables):
+    if name.split('/')[-1] != 'vars' or not isinstance(variables, h5py.Group) or not len(variables):
+      return
+    if 'name' not in variables.attrs:
+      raise ValueError(f"{path} is a Keras `.weights.h5` file without layer names (group {variables.name}): "
+                       "older Keras versions did not record them. Load it into its Keras model with "
+                       "`model.load_weights` and save it as `model.save('model.h5')` or with a recent Keras.")
+    layer = _text(variables.attrs['name'])
+    if layer in layers:
+      raise ValueError(f'{path}: more than one layer is named {layer!r} (one in {variables.name}), so their weights '
+                       'cannot be told apart: give the layers unique names and save again.')
+    layers[layer] = {i: _dataset(variables, i, f'{path}: layer {layer!r}, variable {i} ({variables.name}/{i})')
+                     for i in sorted(variables, key=lambda i: (len(i), i))}  # '2' before '10'
+
+  group.visititems(visit)
+  return layers
 
 
 def read_layers(path) -> dict[str, dict[str, np.ndarray]]:
-  """{layer name: {weight name: array}} for the layers that have weights, in the file's order."""
-  layers = {}
-  with h5py.File(path, 'r') as f:
+  """{layer name: {weight name: array}} for the layers that have weights (Keras 3: {'0': array, '1': ...})."""
+  try:
+    f = h5py.File(path, 'r')
+  except FileNotFoundError:
+    raise
+  except OSError as error:
+    raise ValueError(f'{path} cannot be opened as HDF5 ({error}): it is truncated or not an HDF5 file; save or '
+                     'download it again.') from error
+  with f:
     group = f['model_weights'] if 'model_weights' in f else f  # A whole saved model keeps its weights there.
-    for name in _attribute(group, 'layer_names'):
-      weights = {w.split('/')[-1].removesuffix(':0'): np.asarray(group[name][w])
-                 for w in _attribute(group[name], 'weight_names')}
-      if weights:
-        layers[name] = weights
-  return layers
+    if _attribute(group, 'layer_names'):
+      return _legacy_layers(group, path)
+    if isinstance(f.get('layers'), h5py.Group):
+      return _keras3_layers(f['layers'], path)
+    raise ValueError(f"{path} holds no Keras weights: neither the attribute layer_names of Keras's HDF5 layout nor "
+                     "the layers group of Keras 3's .weights.h5. Save them with Keras's `model.save_weights` or "
+                     "`model.save('model.h5')`.")
 
 
 def _same_names(names):
@@ -89,6 +159,15 @@ def _inception_names(names):
   return {n: paths.get(n, (n,)) for n in names}
 
 
+def _variables(weights: list[str], module: tuple[str, ...], wanted) -> list[tuple[str, str]]:
+  """The (collection, Flax name) of each of a layer's weights: by its Keras name, or where Keras 3 numbered them,
+  by their order among the variables `module` has in `wanted` (if as many; else they stay numbered, unexpected)."""
+  if not all(w.isdigit() for w in weights):
+    return [_VARIABLES.get(w, ('params', w)) for w in weights]
+  ordered = [(c, v) for c, v in _KERAS_ORDER if (c, *module, v) in wanted]
+  return ordered if len(ordered) == len(weights) else [('params', w) for w in weights]
+
+
 _NAMES = {vgg.VGG: _vgg_names, resnet.ResNet: _resnet_names, inception.InceptionV3: _inception_names,
           densenet.DenseNet: _same_names, mobilenet.MobileNetV2: _same_names}
 
@@ -103,14 +182,14 @@ def load(path, model, target) -> dict:
                      "get_model('resnet50', variant='keras').")
   layers = read_layers(path)
   module_paths = _NAMES[type(model)](list(layers))
+  wanted = flax.traverse_util.flatten_dict(flax.core.unfreeze(target))
   source, dropped = {}, []
   for layer, weights in layers.items():
     module = module_paths[layer]
     if model.features_only and module[0] == HEAD:
       dropped.append(layer)
       continue
-    for weight, array in weights.items():
-      collection, variable = _VARIABLES.get(weight, ('params', weight))
+    for (collection, variable), (weight, array) in zip(_variables(list(weights), module, wanted), weights.items()):
       if collection == 'params' and variable == 'kernel' and 'depthwise' in layer:
         array = array.transpose(0, 1, 3, 2)
       source[(collection, *module, variable)] = (f'{layer}/{weight}', array)
