@@ -1,4 +1,4 @@
-"""Checkpointer: retention, exact resume, refusing another model's or config's checkpoints, interrupted saves, damaged steps."""
+"""Checkpointer: retention, exact resume, refusing another run's checkpoints, interrupted saves, damaged steps."""
 
 import json
 import re
