@@ -24,11 +24,22 @@ def load_config(config_args: list[str]):
   try:
     flag_values(argv)
     config = flag_values.config
-  except (flags.Error, AttributeError, KeyError, TypeError, OSError) as e:  # unknown field, bad value, no file
-    raise SystemExit(f'pneumojax: bad --config: {e}') from None
+    if config is not None:
+      config.get('seed')  # ml_collections defers an unreadable file's OSError to the config's first use: here.
+  except (flags.Error, AttributeError, KeyError, TypeError, OSError, SyntaxError) as e:  # a bad field, value or file
+    raise SystemExit(f'pneumojax: bad --config: {_one_line(e)}') from None
   if config is None:
     raise SystemExit('pneumojax: --config FILE is required, e.g. --config experiments/quickstart.py')
   return config
+
+
+def _one_line(error: Exception) -> str:
+  """The gist of a config error: ml_collections reports an unreadable file over several lines."""
+  if isinstance(error, SyntaxError):
+    return f'{error.filename}, line {error.lineno}: {error.msg}'
+  if isinstance(error, OSError):  # ml_collections' own error wraps the file's: its last line names the cause
+    return str(error.__cause__ or error).strip().splitlines()[-1].strip()
+  return str(error)
 
 
 def _prepare(args) -> None:

@@ -8,7 +8,6 @@ validation-chosen one; three classes at the most probable class.
 """
 
 import functools
-import json
 import logging
 
 import jax
@@ -18,7 +17,7 @@ from etils import epath
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from pneumojax import bootstrap, plots, threshold as threshold_lib
+from pneumojax import bootstrap, files, plots, threshold as threshold_lib
 from pneumojax import metrics as metrics_lib
 from pneumojax.config import default_config
 from pneumojax.data import paths, pipeline, splits, tasks
@@ -94,7 +93,7 @@ def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = No
   out = workdir / 'eval' / split
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS).write_text(json.dumps(results, indent=1, default=str))
+    files.write_json_atomic(out / METRICS, results)
     if point and chosen_on_validation:
       threshold_lib.save(workdir, point)  # The threshold of the checkpoint that `predict` uses.
     _plots(out, workdir, builder, config, results, values, meta)

@@ -12,6 +12,8 @@ import numpy as np
 from etils import epath
 from sklearn import metrics as skm
 
+from pneumojax import files
+
 FILE = 'threshold.json'
 RULES = ('sensitivity', 'youden')
 
@@ -55,7 +57,7 @@ def operating_point(outputs: dict, eval_config, split: str, step: int) -> dict |
 
 
 def save(workdir, point: dict) -> None:
-  (epath.Path(workdir) / FILE).write_text(json.dumps(point, indent=1))
+  files.write_json_atomic(epath.Path(workdir) / FILE, point)
 
 
 def load(workdir, step: int) -> dict:

@@ -1,4 +1,4 @@
-"""Checkpointer: retention, exact resume, refusing another model's checkpoints, interrupted saves."""
+"""Checkpointer: retention, exact resume, refusing another run's checkpoints, interrupted saves, damaged steps."""
 
 import json
 import re
@@ -88,7 +88,8 @@ def test_keeps_the_latest_n_and_the_best_auc(tmp_path):
   # A restarted run reads the metrics back from disk.
   with checkpoint.Checkpointer(tmp_path, keep=2) as ckpt:
     assert (ckpt.latest_step(), ckpt.best_step()) == (6, 2)
-    assert int(ckpt.restore_best(make_state()).step) == 2
+    step, state = ckpt.restore_best(make_state())
+    assert step == int(state.step) == 2
 
 
 def test_nan_auc_never_counts_as_best(tmp_path):
@@ -178,3 +179,92 @@ def test_interrupted_save_is_ignored(tmp_path):
     assert ckpt.save(3, state.replace(step=3), make_config(), metrics={'auc': 0.5})
   with checkpoint.Checkpointer(tmp_path) as ckpt:
     assert_identical(ckpt.restore_latest(make_state()), state.replace(step=3))
+
+
+def _damage(step_dir):
+  """Zeroes the array data of a saved step, as a failing disk would."""
+  data = [f for f in (step_dir / 'state').rglob('*') if f.is_file() and f.parent.name == 'd']
+  assert data
+  for f in data:
+    f.write_bytes(b'\0' * f.stat().st_size)
+
+
+def test_unreadable_steps_are_moved_aside_and_never_chosen(tmp_path, caplog):
+  state = trained_state()
+  with checkpoint.Checkpointer(tmp_path, keep=4) as ckpt:
+    for step, auc in [(1, 0.6), (2, 0.9), (3, 0.7), (4, 0.5)]:
+      ckpt.save(step, state.replace(step=step), make_config(), metrics={'auc': auc})
+  directory = tmp_path / 'checkpoints'
+  _damage(directory / '2')  # the best
+  _damage(directory / '4')  # the latest
+
+  with checkpoint.Checkpointer(tmp_path, keep=4) as ckpt, caplog.at_level('WARNING'):
+    assert_identical(ckpt.restore_latest(make_state()), state.replace(step=3))
+    assert ckpt.latest_step() == 3
+    step, best = ckpt.restore_best(make_state())
+    assert step == ckpt.best_step() == 3
+    assert_identical(best, state.replace(step=3))
+    assert ckpt.save(4, state.replace(step=4), make_config(), metrics={'auc': 0.8})  # the resumed run saves it again
+  aside = sorted(p.name for p in directory.iterdir() if not p.name.isdigit())
+  assert [name.rsplit('-', 2)[0] for name in aside] == ['damaged-2', 'damaged-4'], aside
+  assert 'Moved the unreadable checkpoint step 4' in caplog.text and 'damaged-4-' in caplog.text
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    assert (ckpt.latest_step(), ckpt.best_step()) == (4, 4)
+
+
+def test_nothing_is_moved_if_no_step_can_be_read(tmp_path):
+  """Every step unreadable may be the reader's fault (e.g. a library version): the files stay where they are."""
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, trained_state().replace(step=1), make_config(), metrics={'auc': 0.5})
+  _damage(tmp_path / 'checkpoints' / '1')
+  before = files_of(tmp_path)
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(FileNotFoundError, match='None of the checkpoints'):
+      ckpt.restore_latest(make_state())
+  assert files_of(tmp_path) == before
+
+
+def test_resuming_with_another_config_is_refused_and_kept(tmp_path, caplog):
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt.save(3, trained_state(), make_config(), metrics={'auc': 0.5})
+  before = files_of(tmp_path)
+  other = make_config()
+  other.seed = 1
+  other.optim.learning_rate = 0.1
+  other.train.batch_size = 16
+  other.data.val_seed = 2
+  other.train.eval_every_steps = 5
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(checkpoint.MismatchError) as error:
+      ckpt.check_config(other)
+  message = str(error.value)
+  for expected in ('seed: saved 0, requested 1', 'optim.learning_rate: saved 0.001, requested 0.1',
+                   'train.batch_size: saved 64, requested 16', 'data.val_seed: saved 0, requested 2',
+                   'train.eval_every_steps: saved 0, requested 5', str(tmp_path), 'new --workdir'):
+    assert expected in message, message
+  assert files_of(tmp_path) == before
+
+  # Where the data is, how long to train, how to log, lay out or report: a resume may change these.
+  resumable = make_config()
+  resumable.data.data_dir = '/elsewhere'
+  resumable.train.num_steps = 1000
+  resumable.train.log_every_steps = 7
+  resumable.train.parallel = 'pmap'
+  resumable.distributed.num_processes = 2
+  resumable.eval.bootstrap_samples = 10
+  with checkpoint.Checkpointer(tmp_path) as ckpt, caplog.at_level('INFO'):
+    ckpt.check_config(resumable)
+  assert "train.num_steps=1000 (the checkpoints were saved with -1)" in caplog.text
+
+
+def test_a_field_added_since_the_run_counts_as_its_default(tmp_path):
+  older = make_config()
+  del older.eval['report_test_selected']  # a run saved before the field existed
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt.save(3, trained_state(), older, metrics={'auc': 0.5})
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt.check_config(make_config())  # today's default: the same run
+    changed = make_config()
+    changed.eval.report_test_selected = True
+    with pytest.raises(checkpoint.MismatchError, match='eval.report_test_selected: saved False, requested True'):
+      ckpt.check_config(changed)

@@ -1,6 +1,8 @@
-"""Preemption, hard kills, damaged checkpoints, multi-process training and untrusted images (issue 8)."""
+"""Preemption, hard kills, damaged checkpoints and result files, multi-process training, bad configs and
+untrusted images."""
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -17,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumojax import threshold
 from pneumojax.data import images
-from pneumojax.train import checkpoint, loop, validate
+from pneumojax.train import checkpoint, loop, parallel, preemption, test_selected, validate
 from tests.test_train import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +106,51 @@ def test_killed_run_resumes_to_the_same_parameters(uninterrupted, tfds_dir, tmp_
   _assert_same_state(_params(tfds_dir, tmp_path), uninterrupted)
 
 
+def _outcome(results) -> str:
+  """The chosen checkpoint and its metrics, as comparable text (an undefined metric is NaN, which equals nothing)."""
+  return json.dumps({k: results.get(k) for k in ('checkpoint_step', 'val', 'test', 'test_at_val_threshold')},
+                    sort_keys=True, default=str)
+
+
+def test_a_signal_at_an_eval_step_keeps_its_validation(trained_run, tmp_path, monkeypatch):
+  """SIGTERM arriving during the step whose validation chooses the model: the resumed run chooses it too."""
+  config, _, uninterrupted = trained_run
+  best = uninterrupted['checkpoint_step']
+  train_step = parallel.DataParallel.train_step
+
+  def signalled_at_best(self, state, batch):
+    state, step_metrics = train_step(self, state, batch)
+    if int(state.step) == best:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return state, step_metrics
+
+  with monkeypatch.context() as patch:
+    patch.setattr(parallel.DataParallel, 'train_step', signalled_at_best)
+    with pytest.raises(preemption.Interrupted, match=f'at step {best};'):
+      loop.train_and_evaluate(config, str(tmp_path))
+  resumed = loop.train_and_evaluate(config, str(tmp_path))
+  assert _outcome(resumed) == _outcome(uninterrupted)
+
+
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_completes(trained_run, tmp_path, caplog):
+  config, _, undamaged = trained_run
+  loop.train_and_evaluate(config, str(tmp_path))
+  ckpts = tmp_path / 'checkpoints'
+  latest = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+  data = [f for f in (ckpts / str(latest) / 'state').rglob('*') if f.is_file() and f.parent.name == 'd']
+  assert data
+  for f in data:  # the array data of the newest step zeroed, as a failing disk leaves it
+    f.write_bytes(b'\0' * f.stat().st_size)
+  (tmp_path / loop.RESULTS).unlink()
+  with caplog.at_level('WARNING'):
+    rerun = loop.train_and_evaluate(config, str(tmp_path))  # the same command again
+  assert [p.name.rsplit('-', 2)[0] for p in ckpts.glob('damaged-*')] == [f'damaged-{latest}']
+  assert f'Moved the unreadable checkpoint step {latest}' in caplog.text
+  # The step was trained again, and the best is chosen among readable steps, as in an undamaged run.
+  assert _outcome(rerun) == _outcome(undamaged)
+  assert json.loads((tmp_path / loop.RESULTS).read_text())['checkpoint_step'] == undamaged['checkpoint_step']
+
+
 def test_two_processes_train_like_one_with_two_devices(builder64, tfds_dir, tmp_path):
   """Two processes of one device each = one process of two devices (per-device BatchNorm and dropout keys)."""
   with socket.socket() as s:
@@ -146,6 +194,49 @@ def test_config_is_validated_before_any_work(tfds_dir, tmp_path):
   (tmp_path / 'file').write_text('')
   with pytest.raises(ValueError, match='cannot be written'):
     validate.validate(tiny_config(tfds_dir, 6), str(tmp_path / 'file' / 'run'))
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('data.image_size', -4, 'data.image_size=-4 must be positive, or 0 for the stored resolution'),
+    ('train.eval_every_steps', -1, 'train.eval_every_steps=-1 must be positive, or 0 for every epoch'),
+])
+def test_negative_sizes_are_refused(tfds_dir, tmp_path, field, value, message):
+  config = tiny_config(tfds_dir, 6)
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(ValueError, match=message):
+    validate.validate(config, str(tmp_path))
+
+
+# Writes a result file in a fresh process killed by the kernel once the file passes 64 bytes: a kill mid-write.
+KILLED_WRITE = """
+import resource, signal, sys
+from tests.test_robustness import WRITERS
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores SIGXFSZ; by default it ends the process.
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+WRITERS[sys.argv[1]](sys.argv[2], 0.25)
+"""
+WRITERS = {  # result file: a function writing it with a value
+    threshold.FILE: lambda workdir, value: threshold.save(
+        workdir, {'threshold': value, 'rule': 'x' * 200, 'chosen_on': 'val_pd', 'checkpoint_step': 3}),
+    test_selected.HISTORY: lambda workdir, value: test_selected.record(workdir, [], 3, {'auc': value, 'x': 'x' * 200}),
+}
+READERS = {  # result file: a function reading that value back
+    threshold.FILE: lambda workdir: threshold.load(workdir, 3)['threshold'],
+    test_selected.HISTORY: lambda workdir: test_selected.load(workdir)[0]['metrics']['auc'],
+}
+
+
+@pytest.mark.parametrize('name', list(WRITERS))
+def test_a_result_file_killed_mid_write_keeps_its_previous_content(tmp_path, name):
+  WRITERS[name](tmp_path, 0.75)
+  env = {**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'}
+  run = subprocess.run([sys.executable, '-c', KILLED_WRITE, name, str(tmp_path)], cwd=REPO, env=env,
+                       capture_output=True, text=True)
+  assert run.returncode == -signal.SIGXFSZ, run.stderr
+  assert READERS[name](tmp_path) == 0.75
+  WRITERS[name](tmp_path, 0.5)  # a later run: the killed write's leftover confuses nothing
+  assert READERS[name](tmp_path) == 0.5
+  assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def _encoded(fmt, mode, size=(24, 16)):

@@ -76,10 +76,22 @@ def test_another_model_in_the_workdir_is_refused_and_nothing_is_lost(six_step_ru
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == before
 
 
+def test_resuming_with_another_config_is_refused_and_nothing_is_lost(six_step_run, tfds_dir):
+  _, workdir, _ = six_step_run
+  before = sorted(p.name for p in workdir.rglob('*'))
+  other = tiny_config(tfds_dir, 9)
+  other.seed = 1
+  other.data.augment = False
+  with pytest.raises(ValueError, match=r"another config \(data.augment: saved True, requested False; seed: saved 0, "
+                                       r"requested 1\)"):
+    loop.train_and_evaluate(other, str(workdir))
+  assert sorted(p.name for p in workdir.rglob('*')) == before
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(builder64, tfds_dir, tmp_path):
-  loop.train_and_evaluate(tiny_config(tfds_dir, 3), str(tmp_path))
   exploding = tiny_config(tfds_dir, 9)
-  exploding.optim.learning_rate = 1e30
+  # The learning rate jumps to 1e30 after step 3 (its checkpoint) and the loss diverges.
+  exploding.optim.update(dict(schedule='step', step_epochs=(1 / 3,), step_factor=1e33))
   with pytest.raises(FloatingPointError, match=r'last good checkpoint \(step 3\)'):
     loop.train_and_evaluate(exploding, str(tmp_path))
   with checkpoint.Checkpointer(tmp_path) as ckpt:
@@ -104,6 +116,18 @@ def test_cli_config_overrides_are_type_checked():
     cli.load_config(['--config', 'experiments/quickstart.py', '--config.train.batchsize=16'])
   with pytest.raises(SystemExit, match='invalid literal'):
     cli.load_config(['--config', 'experiments/quickstart.py', '--config.train.batch_size=many'])
+
+
+def test_cli_reports_an_unreadable_config_file_in_one_line(tmp_path):
+  (tmp_path / 'broken.py').write_text('def get_config(:\n  pass\n')
+  for path, cause in [(tmp_path / 'missing.py', 'No such file'), (tmp_path / 'broken.py', 'line 1: invalid syntax'),
+                      (tmp_path, 'Is a directory')]:
+    for overrides in ([], ['--config.seed=1']):
+      with pytest.raises(SystemExit) as error:
+        cli.load_config(['--config', str(path), *overrides])
+      message = str(error.value)
+      assert message.startswith('pneumojax: bad --config: ') and '\n' not in message, message
+      assert cause in message and str(path) in message, message
 
 
 @pytest.mark.slow

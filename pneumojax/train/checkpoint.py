@@ -3,7 +3,9 @@
 Layout: `workdir/checkpoints/<step>/{state, config, metrics}`. Orbax writes a step into
 `<step>.orbax-checkpoint-tmp-<time>` and renames it once complete, so a run killed mid-save leaves only a
 temporary directory, which is never listed nor restored (on GCS orbax checks a commit file instead).
-Retention: the latest `keep` steps plus the best one by validation AUC.
+Retention: the latest `keep` steps plus the best one by validation AUC. A step that cannot be read (damaged on
+disk) is moved aside to `checkpoints/damaged-<step>-<time>`, kept for inspection, where Orbax never lists it.
+A run resumes only with the config it was saved with, but for the fields of MAY_CHANGE_ON_RESUME.
 
 Saves are asynchronous: `save` returns once the arrays are copied to host memory. Call it from every process
 (orbax writes from the primary one), and `close()` (or use `with`) before exiting so the last save lands.
@@ -12,19 +14,38 @@ Saves are asynchronous: `save` returns once the arrays are copied to host memory
 import json
 import logging
 import math
+import time
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from pneumojax import results_table
+from pneumojax.config import default_config
+
 BEST_METRIC = 'auc'
+# Config fields that may differ when a run is resumed (`check_config`), and why; any other difference is refused:
+# the seed, data, model, optimizer and batch size define the train state; eval_every_steps which steps compete for
+# the best checkpoint; report_test_selected whether every evaluation's test metrics are recorded.
+MAY_CHANGE_ON_RESUME = (
+    'data.data_dir', 'data.manual_dir', 'data.archive',  # where the data is, not what it is
+    'train.num_epochs', 'train.num_steps',  # extending a run (a decaying schedule follows the new length from here)
+    'train.log_every_steps', 'train.checkpoint_keep',  # logging; how many latest steps are kept besides the best
+    'train.eval_batch_size',  # memory: every example is still evaluated once
+    # How the run executes: jit or pmap, over which processes and devices (a resumed run may find other hardware;
+    # the device count is not in the config either).
+    'train.parallel', 'distributed',
+    # Applied after training, to the chosen checkpoint:
+    'eval.threshold_rule', 'eval.target_sensitivity', 'eval.bootstrap_samples', 'eval.bootstrap_seed',
+)
 log = logging.getLogger(__name__)
 
 
 class MismatchError(ValueError):
-  """The workdir holds checkpoints of another model or train state; they are left untouched."""
+  """The workdir holds checkpoints of another config, model or train state; they are left untouched."""
 
 
 def _best_score(metrics) -> float:
@@ -37,6 +58,23 @@ def _arrays(state) -> dict:
   """The saved part of a TrainState: its arrays. `apply_fn` and `tx` come from the code."""
   return {'step': state.step, 'params': state.params, 'batch_stats': state.batch_stats,
           'opt_state': state.opt_state, 'rng': state.rng}
+
+
+def config_differences(saved: dict, requested: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """{dotted field: (saved value, requested value)} of every field that differs between two configs.
+
+  `saved` (a plain dict) is laid over today's defaults: a field added since it was saved counts as its default.
+  Values compare as JSON (tuples as lists); a field missing from either side is 'absent' there.
+  """
+  flat_saved = {**results_table.flatten(json.loads(default_config().to_json())), **results_table.flatten(saved)}
+  flat_requested = results_table.flatten(json.loads(requested.to_json()))
+  pairs = {field: (flat_saved.get(field, 'absent'), flat_requested.get(field, 'absent'))
+           for field in sorted(flat_saved.keys() | flat_requested.keys())}
+  return {field: pair for field, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def _may_change_on_resume(field: str) -> bool:
+  return any(field == f or field.startswith(f'{f}.') for f in MAY_CHANGE_ON_RESUME)
 
 
 def _shapes(tree) -> dict:
@@ -108,29 +146,61 @@ class Checkpointer:
   def restore_latest(self, target):
     """The latest readable checkpoint restored into `target`, or None if there is none (a fresh run).
 
-    A step that cannot be read (damaged on disk) is skipped with a warning for the one before it.
+    Later steps that cannot be read (damaged on disk) are moved aside (`_set_aside`). If no step can be read,
+    nothing is moved (the cause may be the reader, not the files) and FileNotFoundError says so.
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
+    unreadable = []
     for step in steps:
       try:
-        return self.restore(step, target)
+        restored = self.restore(step, target)
       except MismatchError:
         raise
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         log.warning('Checkpoint step %d in %s cannot be read (%s: %s); trying the step before it.',
                     step, self.directory, type(e).__name__, e)
+        unreadable.append(step)
+      else:
+        self._set_aside(unreadable)  # Also when empty: every process reaches the same barrier.
+        return restored
     if steps:
       raise FileNotFoundError(f'None of the checkpoints {steps} in {self.directory} can be read. Move that '
                               'folder away to start afresh.')
     return None
 
-  def restore_best(self, target):
-    """The best checkpoint by validation AUC restored into `target`."""
-    step = self.best_step()
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint with validation metrics in {self.directory}: train a model '
-                              f'with --workdir={self.workdir} first.')
-    return self.restore(step, target)
+  def restore_best(self, target) -> tuple[int, object]:
+    """(step, `target` restored from it) of the best readable checkpoint by validation AUC.
+
+    A best step that cannot be read is moved aside (`_set_aside`) and the next best one tried.
+    """
+    while (step := self.best_step()) is not None:
+      try:
+        return step, self.restore(step, target)
+      except MismatchError:
+        raise
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        log.warning('The best checkpoint, step %d in %s, cannot be read (%s: %s); trying the next best.',
+                    step, self.directory, type(e).__name__, e)
+        self._set_aside([step])
+    raise FileNotFoundError(f'No readable checkpoint with validation metrics in {self.directory}: train a model '
+                            f'with --workdir={self.workdir} first.')
+
+  def _set_aside(self, unreadable: list[int]) -> None:
+    """Moves each unreadable step to `checkpoints/damaged-<step>-<time>`, kept for inspection.
+
+    Orbax then no longer lists it: it is never restored nor chosen as the best, and a resumed run saves that step
+    again. Called by every process, which all list the steps again once the primary one has moved them.
+    """
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for step in unreadable:
+      aside = self.directory / f'damaged-{step}-{stamp}'
+      if jax.process_index() == 0:
+        (self.directory / str(step)).rename(aside)
+        log.warning('Moved the unreadable checkpoint step %d to %s, for inspection: it is never restored nor '
+                    'chosen.', step, aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('pneumojax: unreadable checkpoints moved aside')
+    self._manager.reload()
 
   def saved_config(self, step: int | None = None) -> dict:
     """The resolved config saved with `step` (default: the latest) as a plain dict."""
@@ -142,21 +212,27 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 
   def check_config(self, config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError, before any training work, if the workdir's checkpoints are of another model."""
+    """Raises MismatchError, before any training work, if the workdir's run was made with another config.
+
+    Only the fields of MAY_CHANGE_ON_RESUME may differ; their changes are logged.
+    """
     if self.latest_step() is None:
       return
     try:
-      saved = self.saved_config()['model']
+      saved = self.saved_config()
     except Exception as e:  # a damaged latest step: restore_latest falls back to an earlier one
       log.warning('Cannot read the config of the latest checkpoint in %s (%s).', self.directory, e)
       return
-    requested = json.loads(config.to_json())['model']
-    if saved != requested:
-      differing = sorted(k for k in saved.keys() | requested.keys() if saved.get(k) != requested.get(k))
+    differing = config_differences(saved, config)
+    refused = {field: pair for field, pair in differing.items() if not _may_change_on_resume(field)}
+    if refused:
       raise MismatchError(
-          f'{self.workdir} holds checkpoints of model {saved["name"]!r} but the config asks for model '
-          f'{requested["name"]!r} (differing model fields: {", ".join(differing)}). The checkpoints were '
-          f'left untouched: use a new --workdir, or remove {self.workdir} to start afresh.')
+          f'{self.workdir} holds checkpoints of model {saved["model"]["name"]!r} trained with another config '
+          f'({"; ".join(f"{k}: saved {s!r}, requested {r!r}" for k, (s, r) in refused.items())}). The checkpoints '
+          f'were left untouched: resume with the saved values, use a new --workdir, or remove {self.workdir} to '
+          f'start afresh. Only {", ".join(MAY_CHANGE_ON_RESUME)} may change on resume.')
+    for field, (old, new) in differing.items():
+      log.info('Resuming with %s=%r (the checkpoints were saved with %r).', field, new, old)
 
   def _check_shapes(self, step: int, target_arrays) -> None:
     saved = _shapes(self._manager.item_metadata(step)['state'].tree)

@@ -7,7 +7,6 @@ end. The test set never chooses anything, except in the separately labelled `tes
 """
 
 import functools
-import json
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from pneumojax import metrics as metrics_lib
-from pneumojax import models, provenance, threshold
+from pneumojax import files, models, provenance, threshold
 from pneumojax.data import paths, pipeline
 from pneumojax.train import checkpoint, distributed, optim, parallel, preemption, test_selected, validate
 from pneumojax.train import step as step_lib
@@ -121,8 +120,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for step in range(start_step + 1, total_steps + 1):
       state, step_metrics = dp.train_step(state, dp.shard(next(train_batches)))
       pending.append(step_metrics)
-      if stop.should_stop(step):
-        _stop(step, dp, state, ckpt, config, workdir, pending, stop.signum)
       progress(step)
       end_of_eval_period = step % eval_every == 0 or step == total_steps
       if step % config.train.log_every_steps == 0 or end_of_eval_period:
@@ -145,14 +142,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                               write=jax.process_index() == 0)
         ckpt.save(step, dp.unreplicate(state), config, val_results)
         window_start = (step, time.perf_counter())  # Evaluation time is not training throughput.
+      # After this step's validation: a signal during it must not cost the evaluation that may choose the model.
+      if stop.should_stop(step):
+        _stop(step, dp, state, ckpt, config, workdir, pending, stop.signum)
   writer.flush()
   return final_test(config, workdir, builder, dp, ckpt, state, started=started, start_step=start_step)
 
 
 def _stop(step, dp, state, ckpt, config, workdir, pending, signum):
-  """Saves the state at this step boundary and raises Interrupted (the caller exits with 128 + signum)."""
-  _train_summary(dp, pending, workdir, ckpt)  # never save a NaN state
-  ckpt.save(step, dp.unreplicate(state), config)
+  """Saves the state at this step boundary, unless its validation just did, and raises Interrupted (the caller
+  exits with 128 + signum)."""
+  if ckpt.latest_step() != step:
+    if pending:  # steps not yet summarised: never save a NaN state
+      _train_summary(dp, pending, workdir, ckpt)
+    ckpt.save(step, dp.unreplicate(state), config)
   ckpt.close()
   raise preemption.Interrupted(
       f'Stopped by signal {signum} at step {step}; a checkpoint of this step is in {ckpt.directory}. '
@@ -181,8 +184,8 @@ def final_test(config, workdir, builder, dp, ckpt, state, started: float | None 
   `started` (a `time.perf_counter()` value) is when the run began, for the recorded wall time; `start_step` the
   step it resumed from (0: a fresh run).
   """
-  best_step = ckpt.best_step()
-  state = dp.replicate(ckpt.restore(best_step, dp.unreplicate(state)))
+  best_step, best_state = ckpt.restore_best(dp.unreplicate(state))
+  state = dp.replicate(best_state)
   ckpt.close()
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   results, collected = {}, {}
@@ -212,7 +215,7 @@ def final_test(config, workdir, builder, dp, ckpt, state, started: float | None 
   results['config'] = config.to_dict()
   results['run'] = provenance.run_info(time.perf_counter() - (started or time.perf_counter()), start_step)
   if jax.process_index() == 0:
-    (workdir / RESULTS).write_text(json.dumps(results, indent=1, default=str))
+    files.write_json_atomic(workdir / RESULTS, results)
     if point:
       threshold.save(workdir, point)
   log.info('Test (%s) with the checkpoint of step %d: %s', config.data.test_split, best_step,

@@ -12,6 +12,8 @@ import math
 
 from etils import epath
 
+from pneumojax import files
+
 HISTORY = 'test_history.json'
 
 
@@ -37,7 +39,7 @@ def record(workdir, history: list[dict], step: int, metrics: dict, write: bool =
   """`history` plus this step's test metrics, written to workdir/test_history.json (if `write`)."""
   history = [h for h in history if h['step'] != step] + [{'step': step, 'metrics': metrics}]
   if write:
-    (epath.Path(workdir) / HISTORY).write_text(json.dumps(history, default=str))
+    files.write_json_atomic(epath.Path(workdir) / HISTORY, history)
   return history
 
 

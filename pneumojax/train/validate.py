@@ -27,6 +27,7 @@ _CHOICES = {
 }
 _POSITIVE = ('train.batch_size', 'train.eval_batch_size', 'train.log_every_steps', 'train.checkpoint_keep',
              'optim.learning_rate')
+_POSITIVE_OR_ZERO = {'data.image_size': 'the stored resolution', 'train.eval_every_steps': 'every epoch'}
 
 
 def _get(config, dotted: str):
@@ -44,6 +45,9 @@ def validate(config, workdir: str) -> None:
   for field in _POSITIVE:
     if not _get(config, field) > 0:
       raise ValueError(f'--config.{field}={_get(config, field)!r} must be positive.')
+  for field, zero_means in _POSITIVE_OR_ZERO.items():
+    if _get(config, field) < 0:
+      raise ValueError(f'--config.{field}={_get(config, field)!r} must be positive, or 0 for {zero_means}.')
   num_classes = len(tasks.CLASS_NAMES[config.data.task])
   if config.model.num_classes != num_classes:  # Out-of-range labels would train without any error.
     raise ValueError(f'--config.data.task={config.data.task!r} has {num_classes} classes: set '
