@@ -55,7 +55,6 @@ def get_config(arg: str = 'inception_v3,binary'):
   config.data.augment = False  # The features are computed once, from the plain images.
   config.data.task = task
   config.model.name = backbone
-  config.model.num_classes = 2
   config.model.kwargs = kwargs
   config.model.init_from = init_from
   config.model.freeze_batch_norm = True

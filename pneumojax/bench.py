@@ -102,7 +102,7 @@ def bench_step(name: str, size: int, batch_size: int, dtype: str, mode: str, cha
   shape = (size, size, channels)
   # Compiled: an op-by-op initialisation of a ResNet takes longer than its train step's compilation.
   host_state = jax.jit(lambda rng: create_train_state(model, tx, rng, shape))(jax.random.key(0))
-  dp = DataParallel(mode, step.train_step, step.eval_step)
+  dp = DataParallel(mode, train_step=step.train_step)
   state = dp.replicate(host_state)
   rng = np.random.default_rng(0)
   host_batch = {'image': rng.normal(size=(batch_size, *shape)).astype(np.float32),
@@ -157,10 +157,10 @@ def pipeline_ips(data_dir: str, size: int, batch_size: int, batches: int = 20, w
   """Median images/s of the augmented train pipeline at `size` px, read from a prepared data dir (cache warm)."""
   # Deferred: TensorFlow and TFDS only for this measurement.
   from pneumojax.config import default_config
-  from pneumojax.data import paths, pipeline
+  from pneumojax.data import pipeline, prepare
   config = default_config().data
   config.update(dict(data_dir=data_dir, resolution=size))
-  builder = paths.get_builder(config)
+  builder = prepare.get_builder(config)
   stream = pipeline.train_dataset(builder, config, batch_size, seed=0).as_numpy_iterator()
   for _ in range(-(-pipeline.split_info(builder, config.train_split, config).num_examples // batch_size)):
     next(stream)  # one epoch fills the cache

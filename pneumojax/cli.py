@@ -9,56 +9,29 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only feeds data here: keep its C++ logs quiet.
 
-from absl import flags
-from ml_collections import config_flags
+from pneumojax import config as config_lib
 
-from pneumojax.config import default_config
-
-
-def load_config(config_args: list[str]):
-  """`--config FILE[:ARG]` plus `--config.a.b=value` overrides, parsed by ml_collections (types checked)."""
-  argv = ['pneumojax'] + config_args
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'an experiments/*.py config file', flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
-  try:
-    flag_values(argv)
-    config = flag_values.config
-    if config is not None:
-      config.get('seed')  # ml_collections defers an unreadable file's OSError to the config's first use: here.
-  except (flags.Error, AttributeError, KeyError, TypeError, OSError, SyntaxError) as e:  # a bad field, value or file
-    raise SystemExit(f'pneumojax: bad --config: {_one_line(e)}') from None
-  if config is None:
-    raise SystemExit('pneumojax: --config FILE is required, e.g. --config experiments/quickstart.py')
-  return config
-
-
-def _one_line(error: Exception) -> str:
-  """The gist of a config error: ml_collections reports an unreadable file over several lines."""
-  if isinstance(error, SyntaxError):
-    return f'{error.filename}, line {error.lineno}: {error.msg}'
-  if isinstance(error, OSError):  # ml_collections' own error wraps the file's: its last line names the cause
-    return str(error.__cause__ or error).strip().splitlines()[-1].strip()
-  return str(error)
+# Commands import their modules when they run: TensorFlow and JAX take seconds to import.
 
 
 def _prepare(args) -> None:
-  from pneumojax.data import paths, report  # Deferred: TensorFlow takes seconds to import.
+  from pneumojax.data import prepare, summary
   for resolution in args.resolution:
-    data_config = default_config().data
+    data_config = config_lib.default_config().data
     data_config.update(dict(data_dir=args.data_dir, manual_dir=args.manual_dir, archive=args.archive,
                             resolution=resolution, resize=args.resize, skip_unreadable=args.skip_unreadable,
                             val_fraction=args.val_fraction, val_seed=args.val_seed))
-    builder = paths.get_builder(data_config)
-    result = report.data_report(builder, data_config)
-    print(json.dumps(result, indent=1) if args.json else report.format_report(result))
+    builder = prepare.get_builder(data_config)
+    result = summary.summarize(builder, data_config)
+    print(json.dumps(result, indent=1) if args.json else summary.format_summary(result))
 
 
 def _train(args) -> None:
-  from pneumojax.train import loop, preemption
-  config = load_config(args.config_args)
+  from pneumojax import train
+  from pneumojax.train import preemption
+  config = config_lib.load_config(args.config_args)
   try:
-    results = loop.train_and_evaluate(config, args.workdir)
+    results = train.train_and_evaluate(config, args.workdir)
   except preemption.Interrupted as e:
     logging.getLogger('pneumojax').warning('%s', e)
     raise SystemExit(e.exit_code) from None
@@ -66,7 +39,7 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-  from pneumojax import evaluate
+  from pneumojax.trained import evaluate
   overrides = {k: getattr(args, k) for k in ('threshold_rule', 'target_sensitivity', 'bootstrap_samples',
                                                'bootstrap_seed') if getattr(args, k) is not None}
   results = evaluate.evaluate_checkpoint(args.workdir, args.split, args.step, overrides)
@@ -75,23 +48,23 @@ def _eval(args) -> None:
 
 
 def _report(args) -> None:
-  from pneumojax import report
+  from pneumojax.trained import report
   print(report.write_report(args.workdir, args.split))
 
 
 def _explain(args) -> None:
-  from pneumojax import explain
+  from pneumojax.trained import explain
   for path in explain.explain_files(args.workdir, args.images, args.out):
     print(path)
 
 
 def _predict(args) -> None:
-  from pneumojax import predict
+  from pneumojax.trained import predict
   print(json.dumps(predict.predict_files(args.workdir, args.inputs, args.out, args.batch_size), indent=1))
 
 
 def _sweep(args) -> None:
-  from pneumojax import results_table, sweep
+  from pneumojax.studies import sweep, tables
   definition = sweep.load_sweep(args.file)
   out = args.out or f'experiments/results/{definition.name}'
   if args.dry_run or args.collect_only:
@@ -99,7 +72,7 @@ def _sweep(args) -> None:
       for run in sweep.expand(definition, args.seeds):
         print(f'{out}/{run.name}')
     if args.collect_only:
-      print(results_table.write_tables(out)[1].read_text())
+      print(tables.write_tables(out)[1].read_text())
     return
   from pneumojax.train import preemption
   try:
@@ -107,7 +80,7 @@ def _sweep(args) -> None:
   except preemption.Interrupted as e:  # The run saved a checkpoint; the same command resumes the sweep.
     logging.getLogger('pneumojax').warning('%s', e)
     raise SystemExit(e.exit_code) from None
-  print(results_table.write_tables(out)[1].read_text())
+  print(tables.write_tables(out)[1].read_text())
   print('\n'.join(f'{name}: {status}' for name, status in statuses.items()))
   failed = [name for name, status in statuses.items() if status.startswith('failed')]
   if failed:
@@ -116,13 +89,13 @@ def _sweep(args) -> None:
 
 
 def _table(args) -> None:
-  from pneumojax import results_table
-  print(results_table.write_tables(args.dir)[1].read_text())
+  from pneumojax.studies import tables
+  print(tables.write_tables(args.dir)[1].read_text())
 
 
 def _reproduce(args) -> None:
-  from pneumojax import reproduction
-  print(reproduction.write(args.results, args.out))
+  from pneumojax.studies import reproduction
+  print(reproduction.write(args.results, args.out, args.setups))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
   reproduce = commands.add_parser('reproduce', help='write experiments/REPRODUCTION.md from the recorded results')
   reproduce.add_argument('--results', default='experiments/results', help='where the recorded runs are')
   reproduce.add_argument('--out', default='experiments/REPRODUCTION.md')
+  reproduce.add_argument('--setups', default='experiments/papers.json', help="the papers' numbers and our setups")
   reproduce.set_defaults(run=_reproduce)
 
   from pneumojax import bench  # Here, not above: its imports add a root log handler, which would mute ours.

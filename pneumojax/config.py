@@ -1,10 +1,21 @@
-"""The default run configuration that every `experiments/*.py` config starts from.
+"""The run configuration: the default config that every `experiments/*.py` config starts from, the command line's
+`--config FILE --config.a.b=value` parsed into a config, and the comparison of a saved run's config with a new one.
 
-A run is fully described by its config plus the code version; the loop saves the resolved config in the workdir.
+A run is fully described by its config plus the code version; training saves the resolved config in the workdir.
 """
 
+import copy
+import json
+
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 from ml_collections.config_dict import placeholder
+
+# Where the data lives, not what it is: these may differ between two runs of the same config.
+DATA_LOCATION_FIELDS = ('data.data_dir', 'data.manual_dir', 'data.archive')
+# Fields of configs saved by earlier versions that the code now derives: ignored when a saved config is read.
+RETIRED_FIELDS = ('model.num_classes',)  # From data.task (data/tasks.py).
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,12 +46,15 @@ def default_config() -> ml_collections.ConfigDict:
   data.contrast = 0.1          # contrast factor uniformly in [1 - x, 1 + x].
   data.hflip = False           # off: a flipped chest film is anatomically implausible (see data/augment.py).
   data.class_balance = 'none'  # 'none', 'weights' (class-weighted loss) or 'oversample'.
-  data.task = 'binary'         # 'binary', 'three_class' or 'bacteria_vs_virus' (data/tasks.py): sets num_classes.
+  data.task = 'binary'         # 'binary', 'three_class' or 'bacteria_vs_virus' (data/tasks.py): sets the model's
+                               # number of classes.
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'simple_cnn'
-  model.num_classes = 2
   model.dtype = 'float32'      # compute dtype; 'bfloat16' keeps float32 parameters.
+  # The conv, BatchNorm and max pooling implementations (models/layers.py): 'flax', 'xla_cpu' (the same results,
+  # faster on XLA:CPU) or 'auto' (xla_cpu when JAX's default backend is the CPU).
+  model.layers = 'auto'
   model.kwargs = ml_collections.ConfigDict()  # extra constructor arguments of the model.
   # Pretrained weights: an Orbax checkpoint from `python -m pneumojax.weights` (pneumojax/weights). Every variable
   # but the head (freshly initialised for the task) starts from it.
@@ -94,6 +108,80 @@ def default_config() -> ml_collections.ConfigDict:
   evaluation.bootstrap_seed = 0
   # True: also evaluate the test split at every validation evaluation and add `test_selected` to results.json,
   # the metrics of the evaluation with the best *test* AUC (Kermany et al.'s protocol; optimistic, labelled as
-  # such). The headline `test` entry stays the checkpoint chosen on validation (train/test_selected.py).
+  # such). The headline `test` entry stays the checkpoint chosen on validation (train/test_history.py).
   evaluation.report_test_selected = False
   return config
+
+
+def load_config(config_args: list[str]) -> ml_collections.ConfigDict:
+  """`--config FILE[:ARG]` plus `--config.a.b=value` overrides, parsed by ml_collections (types checked)."""
+  argv = ['pneumojax'] + config_args
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'an experiments/*.py config file', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  try:
+    flag_values(argv)
+    config = flag_values.config
+    if config is not None:
+      config.get('seed')  # ml_collections defers an unreadable file's OSError to the config's first use: here.
+  except (flags.Error, AttributeError, KeyError, TypeError, OSError, SyntaxError) as e:  # a bad field, value or file
+    raise SystemExit(f'pneumojax: bad --config: {_one_line(e)}') from None
+  if config is None:
+    raise SystemExit('pneumojax: --config FILE is required, e.g. --config experiments/quickstart.py')
+  return config
+
+
+def _one_line(error: Exception) -> str:
+  """The gist of a config error: ml_collections reports an unreadable file over several lines."""
+  if isinstance(error, SyntaxError):
+    return f'{error.filename}, line {error.lineno}: {error.msg}'
+  if isinstance(error, OSError):  # ml_collections' own error wraps the file's: its last line names the cause
+    return str(error.__cause__ or error).strip().splitlines()[-1].strip()
+  return str(error)
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """{'a.b': value} of a nested dict {'a': {'b': value}}."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def without_retired(saved: dict) -> dict:
+  """A saved config (a plain dict, from a checkpoint or results.json) without the RETIRED_FIELDS."""
+  saved = copy.deepcopy(saved)
+  for field in RETIRED_FIELDS:
+    *parents, name = field.split('.')
+    node = saved
+    for key in parents:
+      node = node.get(key, {})
+    node.pop(name, None)
+  return saved
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The config of a saved run: today's defaults with the saved values laid over them.
+
+  A field added since the run was saved takes its default; a retired one (RETIRED_FIELDS) is left out.
+  """
+  config = default_config()
+  config.update(without_retired(saved))
+  return config
+
+
+def differences(saved: dict, requested: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """{dotted field: (saved value, requested value)} of every field that differs between two configs.
+
+  `saved` (a plain dict) is laid over today's defaults: a field added since it was saved counts as its default,
+  and a retired one is ignored. Values compare as JSON (tuples as lists); a field missing from either side is
+  'absent' there.
+  """
+  flat_saved = {**flatten(json.loads(default_config().to_json())), **flatten(without_retired(saved))}
+  flat_requested = flatten(json.loads(requested.to_json()))
+  pairs = {field: (flat_saved.get(field, 'absent'), flat_requested.get(field, 'absent'))
+           for field in sorted(flat_saved.keys() | flat_requested.keys())}
+  return {field: pair for field, pair in pairs.items() if pair[0] != pair[1]}

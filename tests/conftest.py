@@ -1,24 +1,13 @@
-"""Shared fixtures: the real data in ../shared (never copied into the repo), prepared once per test session."""
+"""Shared fixtures: the real data in ../shared (never copied into the repo), prepared once per test session, and a
+small trained run. Helpers (paths, configs) are in tests/helpers.py."""
 
 import os
-from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest
 
-from pneumojax.config import default_config
-
-SHARED = Path(__file__).resolve().parents[2] / 'shared'
-CHEST_XRAY = SHARED / 'data' / 'chest_xray'
-FULLRES = SHARED / 'data' / 'chest_xray_fullres_sample'
-
-
-def data_config(data_dir, manual_dir=None, resolution=64, **overrides):
-  config = default_config().data
-  config.update(dict(data_dir=str(data_dir), manual_dir=manual_dir and str(manual_dir), resolution=resolution,
-                     **overrides))
-  return config
+from tests.helpers import CHEST_XRAY, SWEPT_LEARNING_RATES, SWEPT_SEEDS, data_config, tiny_config
 
 
 @pytest.fixture(scope='session')
@@ -29,18 +18,38 @@ def tfds_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def builder64(tfds_dir):
-  from pneumojax.data import paths
+  from pneumojax.data import prepare
   if not CHEST_XRAY.is_dir():
     pytest.fail(f'{CHEST_XRAY} is missing: the tests need the shared data beside the checkout.')
-  return paths.get_builder(data_config(tfds_dir, CHEST_XRAY))
+  return prepare.get_builder(data_config(tfds_dir, CHEST_XRAY))
 
 
 @pytest.fixture(scope='session')
 def trained_run(builder64, tfds_dir, tmp_path_factory):
   """A tiny binary CNN trained for 6 steps on the 64 px data, once per session: (config, workdir, results)."""
-  from pneumojax.train import loop
-  from tests.test_train import tiny_config
+  from pneumojax import train
   workdir = tmp_path_factory.mktemp('trained_run')
   config = tiny_config(tfds_dir, 6)
   config.eval.bootstrap_samples = 50  # Enough to test the intervals, fast.
-  return config, workdir, loop.train_and_evaluate(config, str(workdir))
+  return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.fixture(scope='session')
+def swept(builder64, tfds_dir, tmp_path_factory):
+  """A 2 learning rates x 2 seeds sweep of 4-step runs, one of them interrupted at step 2 beforehand:
+  (sweep, its output folder, its runs, the interrupted run, the statuses)."""
+  from pneumojax import train
+  from pneumojax.studies import sweep
+  from pneumojax.train import files
+  from tests.helpers import write_sweep
+  tmp_path = tmp_path_factory.mktemp('sweep')
+  definition = write_sweep(tmp_path, tfds_dir, {'optim.learning_rate': SWEPT_LEARNING_RATES}, SWEPT_SEEDS)
+  out = tmp_path / 'out'
+  runs = sweep.expand(definition)
+  interrupted = runs[-1]
+  config = sweep.run_config(definition, interrupted, [])
+  config.train.num_steps = 2  # "killed" after its step-2 checkpoint: results.json removed below
+  train.train_and_evaluate(config, str(out / interrupted.name))
+  (out / interrupted.name / files.RESULTS).unlink()
+  statuses = sweep.run_sweep(definition, out)
+  return definition, out, runs, interrupted, statuses

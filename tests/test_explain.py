@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumojax import cli, evaluate, explain, models, predict
+from pneumojax import cli, models
+from pneumojax.data import images as images_lib
 from pneumojax.data import pipeline
-from pneumojax.train import loop
-from tests.conftest import FULLRES, SHARED
-
-OOD = SHARED / 'data' / 'ood_chest_xrays'
+from pneumojax.trained import explain, load
+from tests.helpers import FULLRES, OOD
 
 
 class TopLeftModel(nn.Module):
@@ -75,12 +74,12 @@ def test_grad_cam_of_the_cnn_families(name, kwargs, features):
 
 def test_grad_cam_of_a_trained_model_on_two_x_rays(trained_run):
   config, workdir, _ = trained_run
-  _, state, _ = evaluate.load_checkpoint(workdir)
+  run = load.load_run(workdir)
   files = [FULLRES / 'val' / 'PNEUMONIA' / 'person1946_bacteria_4874.jpeg',
            FULLRES / 'val' / 'NORMAL' / 'NORMAL2-IM-1427-0001.jpeg']
-  pixels = np.stack([predict.read_image(path, config.data)[0] for path in files])[..., None]
+  pixels = np.stack([images_lib.read_image(path, config.data)[0] for path in files])[..., None]
   images = pipeline.eval_images(pixels, config.data).numpy()
-  explainer = explain.Explainer(loop.build_model(config), {'params': state.params, 'batch_stats': state.batch_stats})
+  explainer = explain.Explainer(run.model, run.variables)
   maps = explainer.grad_cam(images, [1, 1])
   assert maps.shape == (2, 64, 64) and np.all(np.isfinite(maps))
   np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0, rtol=1e-6)  # some evidence in each, scaled to [0, 1]

@@ -1,165 +1,135 @@
-"""Fine-tuning modes: frozen backbone, head-then-unfreeze, lower backbone learning rate (optim.make_optimizer), and
-cached features with a trained softmax (train/linear_probe.py)."""
+"""The fine-tuning trainer end to end on real batches: results, resume, checkpoint safety, NaN guard."""
 
-from typing import Any, Sequence
+import json
+import shutil
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
-from jax.sharding import Mesh, PartitionSpec as P
 
-from pneumojax import models, weights
-from pneumojax.config import default_config
-from pneumojax.models.head import Head, classify
-from pneumojax.train import checkpoint, linear_probe, loop, optim, step
-from pneumojax.train.state import create_train_state
-from tests.conftest import CHEST_XRAY
-
-KEY = jax.random.key(0, impl='rbg')
-BATCH = {'image': np.random.default_rng(0).normal(size=(8, 4, 4, 1)).astype(np.float32),
-         'label': np.arange(8, dtype=np.int32) % 2, 'mask': np.ones(8, np.float32)}
+from pneumojax import config as config_lib
+from pneumojax import train
+from pneumojax.train import checkpoint, files, run
+from tests.helpers import (CHEST_XRAY, assert_best_checkpoint_keeps, outcome, pretrained_run_config,
+                           tiny_config)
 
 
-class TinyBackbone(nn.Module):
-  """One dense layer and the shared head: enough to tell the head's updates from the backbone's."""
-  num_classes: int = 2
-  hidden: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  features_only: bool = False
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    return classify(self, nn.relu(nn.Dense(8, name='dense')(x.reshape(x.shape[0], -1))), train)
-
-
-def _optim_config(**overrides):
-  config = default_config().optim
-  config.update({'name': 'sgd', 'momentum': 0.0, 'learning_rate': 0.1, 'schedule': 'constant', **overrides})
-  return config
-
-
-def _train(optim_config, num_steps, steps_per_epoch=2, model=TinyBackbone()):
-  """The states before and after each of `num_steps` steps on one batch."""
-  tx, _ = optim.make_optimizer(optim_config, steps_per_epoch, total_steps=10)
-  state = create_train_state(model, tx, KEY, (4, 4, 1))
-  mesh = Mesh(jax.devices()[:1], ('batch',))
-  train_step = jax.jit(jax.shard_map(step.train_step, mesh=mesh, in_specs=P(), out_specs=P(), check_vma=False))
-  states = [state]
-  for _ in range(num_steps):
-    state, _ = train_step(state, BATCH)
-    states.append(state)
-  return states
-
-
-def _equal(a, b) -> bool:
-  return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
-
-
-@pytest.mark.parametrize('name', optim.OPTIMIZERS)
-def test_a_zero_backbone_factor_freezes_the_backbone_and_trains_the_head(name):
-  # Weight decay and clipping too, whose masks must fit the partitioned parameters.
-  before, after = _train(_optim_config(name=name, backbone_lr_factor=0.0, weight_decay=0.1, grad_clip_norm=1.0), 1)
-  assert _equal(after.params['dense'], before.params['dense'])
-  assert not np.allclose(after.params['head']['out']['kernel'], before.params['head']['out']['kernel'])
-
-
-def test_head_then_unfreeze_trains_the_backbone_only_after_the_frozen_epochs():
-  states = _train(_optim_config(backbone_frozen_epochs=1.0), num_steps=3, steps_per_epoch=2)
-  backbones = [s.params['dense'] for s in states]
-  heads = [s.params['head'] for s in states]
-  assert _equal(backbones[1], backbones[0]) and _equal(backbones[2], backbones[0])
-  assert not _equal(backbones[3], backbones[2])
-  assert not any(_equal(heads[i + 1], heads[i]) for i in range(3))
-
-
-def test_the_backbone_learns_at_its_factor_of_the_learning_rate():
-  before, reference = _train(_optim_config(), 1)  # a single optimizer: factor 1
-  _, scaled = _train(_optim_config(backbone_lr_factor=0.1), 1)
-
-  def update(state, module):
-    return jax.tree.map(np.subtract, state.params[module], before.params[module])
-
-  # atol: the float32 rounding of parameters near 1, which the differences inherit.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 0.1 * b, rtol=1e-4, atol=2e-7),
-               update(scaled, 'dense'), update(reference, 'dense'))
-  jax.tree.map(np.testing.assert_array_equal, update(scaled, 'head'), update(reference, 'head'))
-
-
-def test_fine_tuning_modes_need_a_model_with_a_head():
-  with pytest.raises(ValueError, match=r"params\['head'\].*Dense_0"):
-    _train(_optim_config(backbone_lr_factor=0.0), 0, model=models.get_model('simple_cnn', widths=(4,)))
-
-
-def test_extract_features_returns_the_backbone_features_of_the_real_examples_only():
-  model = TinyBackbone()
-  images = np.random.default_rng(1).normal(size=(5, 4, 4, 1)).astype(np.float32)
-  padded = {'image': np.concatenate([images, np.zeros((3, 4, 4, 1), np.float32)]),
-            'label': np.array([0, 1, 1, 0, 1, 0, 0, 0], np.int32), 'mask': np.array([1] * 5 + [0] * 3, np.float32)}
-  dataset = tf.data.Dataset.from_tensor_slices(padded).batch(4)
-  variables = model.init(KEY, images, train=False)
-  cached = linear_probe.extract_features(model, variables, dataset)
-  np.testing.assert_allclose(cached['features'], model.clone(features_only=True).apply(variables, images, train=False),
-                             rtol=1e-6)
-  np.testing.assert_array_equal(cached['label'], [0, 1, 1, 0, 1])
-
-
-def test_train_head_learns_separable_features_and_reports_every_epoch():
-  rng = np.random.default_rng(0)
-
-  def split(n):
-    labels = rng.integers(0, 2, n)
-    return {'features': (rng.normal(size=(n, 8)) + 2 * labels[:, None]).astype(np.float32), 'label': labels}
-
-  config = default_config()
-  config.optim.update({'learning_rate': 0.05, 'schedule': 'constant'})
-  config.train.update({'num_epochs': 3, 'batch_size': 16, 'eval_batch_size': 32})
-  head = Head(num_classes=2)
-  initial = head.init(KEY, np.zeros((1, 8), np.float32), train=False)['params']
-  epochs = list(linear_probe.train_head(config, head, initial, split(160), split(50)))
-  assert [epoch for epoch, _, _ in epochs] == [1, 2, 3]
-  assert epochs[-1][2]['auc'] > 0.95 and epochs[-1][2]['num_examples'] == 50
-
-
-def _pretrained_run_config(tfds_dir, tmp_path, **train):
-  """A resnet18 (8 filters) on the 64 px data, starting from random "pretrained" variables; returns them too."""
-  config = default_config()
-  config.data.update({'data_dir': str(tfds_dir), 'manual_dir': str(CHEST_XRAY), 'resolution': 64, 'channels': 3})
-  config.model.update({'name': 'resnet18', 'kwargs': {'num_filters': 8}, 'init_from': str(tmp_path / 'pretrained')})
-  config.train.update(train)
-  backbone = models.get_model('resnet18', num_filters=8, features_only=True)
-  pretrained = backbone.init(KEY, np.zeros((1, 64, 64, 3), np.float32), train=False)
-  pretrained['batch_stats'] = jax.tree.map(lambda s: s + 0.5, pretrained['batch_stats'])  # Unlike a fresh model's.
-  weights.save(tmp_path / 'pretrained', pretrained)
-  return config, pretrained
-
-
-def _assert_best_checkpoint_keeps(config, workdir, pretrained):
+def _final_state(config, workdir):
   with checkpoint.Checkpointer(workdir) as ckpt:
-    template, _ = loop.initial_state(config, 1, 1)
-    best = ckpt.restore(ckpt.best_step(), template)
-  jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in best.params.items() if k != 'head'},
-               pretrained['params'])
-  jax.tree.map(np.testing.assert_array_equal, best.batch_stats, pretrained['batch_stats'])
+    return ckpt.restore(ckpt.latest_step(), run.abstract_state(config))
+
+
+@pytest.fixture(scope='module')
+def six_step_run(builder64, tfds_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('six')
+  config = tiny_config(tfds_dir, 6)
+  return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
+def test_results_follow_the_protocol(six_step_run):
+  config, workdir, results = six_step_run
+  saved = json.loads((workdir / files.RESULTS).read_text())
+  assert saved['test']['num_examples'] == 624 and saved['test']['split'] == 'test'
+  assert saved['val']['split'] == 'val_pd' and saved['val']['num_examples'] == 609
+  assert saved['checkpoint_step'] in (3, 6) and "'val_pd'" in saved['protocol']
+  with checkpoint.Checkpointer(workdir) as ckpt:
+    assert saved['checkpoint_step'] == ckpt.best_step()
+  assert 0.0 <= saved['test']['auc'] <= 1.0 and np.sum(saved['test']['confusion_matrix']) == 624
+  assert list((workdir).glob('events.out.tfevents.*'))
+
+
+def test_resume_equals_an_uninterrupted_run(six_step_run, tfds_dir, tmp_path):
+  config, workdir, _ = six_step_run
+  train.train_and_evaluate(tiny_config(tfds_dir, 3), str(tmp_path))  # "interrupted" after 3 steps
+  train.train_and_evaluate(tiny_config(tfds_dir, 6), str(tmp_path))  # started again on the same workdir
+  resumed, uninterrupted = _final_state(config, tmp_path), _final_state(config, workdir)
+  assert int(resumed.step) == 6
+  for a, b in zip(jax.tree.leaves((resumed.params, resumed.opt_state, resumed.batch_stats)),
+                  jax.tree.leaves((uninterrupted.params, uninterrupted.opt_state, uninterrupted.batch_stats))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_another_model_in_the_workdir_is_refused_and_nothing_is_lost(six_step_run, tfds_dir):
+  _, workdir, _ = six_step_run
+  before = sorted(p.name for p in (workdir / 'checkpoints').iterdir())
+  other = tiny_config(tfds_dir, 9)
+  other.model.name = 'resnet18'
+  with pytest.raises(ValueError, match="holds checkpoints of model 'simple_cnn'.*'resnet18'"):
+    train.train_and_evaluate(other, str(workdir))
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == before
+
+
+def test_resuming_with_another_config_is_refused_and_nothing_is_lost(six_step_run, tfds_dir):
+  _, workdir, _ = six_step_run
+  before = sorted(p.name for p in workdir.rglob('*'))
+  other = tiny_config(tfds_dir, 9)
+  other.seed = 1
+  other.data.augment = False
+  with pytest.raises(ValueError, match=r"another config \(data.augment: saved True, requested False; seed: saved 0, "
+                                       r"requested 1\)"):
+    train.train_and_evaluate(other, str(workdir))
+  assert sorted(p.name for p in workdir.rglob('*')) == before
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(builder64, tfds_dir, tmp_path):
+  exploding = tiny_config(tfds_dir, 9)
+  # The learning rate jumps to 1e30 after step 3 (its checkpoint) and the loss diverges.
+  exploding.optim.update(dict(schedule='step', step_epochs=(1 / 3,), step_factor=1e33))
+  with pytest.raises(FloatingPointError, match=r'last good checkpoint \(step 3\)'):
+    train.train_and_evaluate(exploding, str(tmp_path))
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.latest_step() == 3
+
+
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_run_completes(trained_run, tmp_path, caplog):
+  config, _, undamaged = trained_run
+  train.train_and_evaluate(config, str(tmp_path))
+  ckpts = tmp_path / 'checkpoints'
+  latest = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+  data = [f for f in (ckpts / str(latest) / 'state').rglob('*') if f.is_file() and f.parent.name == 'd']
+  assert data
+  for f in data:  # the array data of the newest step zeroed, as a failing disk leaves it
+    f.write_bytes(b'\0' * f.stat().st_size)
+  (tmp_path / files.RESULTS).unlink()
+  with caplog.at_level('WARNING'):
+    rerun = train.train_and_evaluate(config, str(tmp_path))  # the same command again
+  assert [p.name.rsplit('-', 2)[0] for p in ckpts.glob('damaged-*')] == [f'damaged-{latest}']
+  assert f'Moved the unreadable checkpoint step {latest}' in caplog.text
+  # The step was trained again, and the best is chosen among readable steps, as in an undamaged run.
+  assert outcome(rerun) == outcome(undamaged)
+  assert json.loads((tmp_path / files.RESULTS).read_text())['checkpoint_step'] == undamaged['checkpoint_step']
+
+
+def test_damaged_and_half_written_checkpoints_are_skipped(builder64, tfds_dir, tmp_path, caplog):
+  config = tiny_config(tfds_dir, 6)
+  train.train_and_evaluate(config, str(tmp_path))
+  ckpts = tmp_path / 'checkpoints'
+  shutil.copytree(ckpts / '6', ckpts / '9.orbax-checkpoint-tmp-1234')  # a save killed before its rename
+  shutil.copytree(ckpts / '6', ckpts / '8')                            # a step damaged on disk
+  for f in (ckpts / '8' / 'state').rglob('*'):
+    if f.is_file() and f.stat().st_size > 1000:
+      f.write_bytes(b'\0' * 10)
+  with caplog.at_level('WARNING'):
+    state = checkpoint.Checkpointer(tmp_path).restore_latest(run.initial_state(config, 1, 1)[0])
+  assert int(state.step) == 6
+  assert 'incomplete checkpoint' in caplog.text and 'step 8' in caplog.text
 
 
 @pytest.mark.slow  # Prepares the 64 px dataset and trains a ResNet.
 def test_frozen_backbone_run_starts_from_init_from_and_keeps_it(builder64, tfds_dir, tmp_path):
-  config, pretrained = _pretrained_run_config(tfds_dir, tmp_path, num_steps=2, eval_every_steps=2, batch_size=32)
+  config, pretrained = pretrained_run_config(tfds_dir, tmp_path, num_steps=2, eval_every_steps=2, batch_size=32)
   config.model.freeze_batch_norm = True
   config.optim.backbone_lr_factor = 0.0
-  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['checkpoint_step'] == 2
-  _assert_best_checkpoint_keeps(config, tmp_path / 'run', pretrained)
+  assert_best_checkpoint_keeps(tmp_path / 'run', pretrained)
 
 
-@pytest.mark.slow  # Prepares the 64 px dataset and runs a backbone over 5.8k images.
-def test_cached_features_run_keeps_the_pretrained_backbone_and_reports_test_metrics(builder64, tfds_dir, tmp_path):
-  config, pretrained = _pretrained_run_config(tfds_dir, tmp_path, cached_features=True, num_epochs=2,
-                                              batch_size=64)
-  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert results['test']['num_examples'] == 624 and results['checkpoint_step'] in (1, 2)
-  _assert_best_checkpoint_keeps(config, tmp_path / 'run', pretrained)
+@pytest.mark.slow
+def test_quickstart_reaches_its_targets(tmp_path):
+  """The README's quickstart: about 8 minutes on a 2-core CPU."""
+  config = config_lib.load_config(['--config', 'experiments/quickstart.py'])
+  config.data.manual_dir = str(CHEST_XRAY)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['test']['auc'] >= 0.93 and results['test']['accuracy'] >= 0.85, results['test']

@@ -1,4 +1,5 @@
-"""pneumojax.models.layers against flax.linen: the same variables, outputs, gradients and running statistics."""
+"""pneumojax.models.layers against flax.linen: the same variables, outputs, gradients and running statistics, and
+models built with either."""
 
 import flax.linen as nn
 import jax
@@ -6,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pneumojax import models
 from pneumojax.models import layers
 
 
@@ -98,3 +100,29 @@ def test_ordinary_conv_is_flax_conv():
   x = _input((2, 6, 6, 3))
   kwargs = dict(features=5, kernel_size=(3, 3), strides=2, padding='SAME')
   _assert_same(layers.Conv(**kwargs), nn.Conv(**kwargs), x)
+
+
+def test_auto_chooses_the_xla_cpu_layers_on_the_cpu_backend():
+  assert jax.default_backend() == 'cpu'
+  assert models.get_model('resnet18').layers == layers.XLA_CPU
+  assert models.get_model('resnet18', layers='flax').layers == layers.FLAX
+  with pytest.raises(ValueError, match="model.layers must be one of"):
+    models.get_model('resnet18', layers='fast')
+
+
+@pytest.mark.parametrize('name, kwargs', [('simple_cnn', {'widths': (4, 8), 'dropout_rate': 0.0}),
+                                          ('resnet18', {'num_filters': 4, 'small_stem': True})])
+def test_a_model_computes_the_same_with_either_layers(name, kwargs):
+  x = _input((2, 16, 16, 1))
+  flax_model, cpu_model = (models.get_model(name, layers=which, **kwargs) for which in ('flax', 'xla_cpu'))
+
+  @jax.jit
+  def train_outputs(variables):
+    return [model.apply(variables, x, train=True, mutable=['batch_stats']) for model in (flax_model, cpu_model)]
+
+  variables = jax.jit(lambda: flax_model.init(jax.random.key(0, impl='rbg'), x, train=False))()
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, cpu_model.init(jax.random.key(0), x,
+                                                                                      train=False))
+  (flax_logits, flax_stats), (cpu_logits, cpu_stats) = train_outputs(variables)
+  np.testing.assert_allclose(cpu_logits, flax_logits, rtol=1e-4, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), cpu_stats, flax_stats)

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pneumojax import metrics
+from pneumojax.evaluation import metrics
+from tests.helpers import LABELS, SCORES  # five pneumonia and five normal examples; see there
 
-# Five pneumonia (1) and five normal (0) examples, interleaved. At threshold 0.5:
-#   pneumonia scores 0.95 0.8 0.7 0.55 | 0.3   -> TP = 4, FN = 1
-#   normal    scores 0.9 0.6 | 0.45 0.2 0.1    -> FP = 2, TN = 3
-LABELS = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
-SCORES = np.array([0.95, 0.9, 0.8, 0.6, 0.7, 0.45, 0.55, 0.2, 0.3, 0.1], np.float32)
+pytestmark = pytest.mark.smoke
+
 LOSSES = np.array([0.1, 2.3, 0.2, 0.9, 0.4, 0.6, 0.6, 0.2, 1.2, 0.1], np.float32)
+# At threshold 0.5: TP = 4, FN = 1, FP = 2, TN = 3.
 EXPECTED = {
     'accuracy': 7 / 10,
     # Pairs (pneumonia, normal) ranked right, out of 25: 0.95 beats 5, 0.8 and 0.7 beat 4, 0.55 beats 3,

@@ -149,6 +149,16 @@ def test_indivisible_batch_is_a_clear_error(results, n):
   assert 'train.batch_size' in message
 
 
+def test_evaluation_needs_no_train_step():
+  dp = DataParallel('jit')
+  model = models.get_model('simple_cnn', **MODELS['plain'])
+  state = dp.replicate(create_train_state(model, optax.sgd(0.1), jax.random.key(0, impl='rbg'), (32, 32, 1)))
+  outputs = dp.eval_step(state, dp.shard(_batch(0)))
+  assert outputs['probs'].shape == (GLOBAL_BATCH, 2) and np.array_equal(outputs['mask'], _batch(0)['mask'])
+  with pytest.raises(ValueError, match='for evaluation only: pass train_step='):
+    dp.train_step(state, dp.shard(_batch(0)))
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(results):
   with socket.socket() as s:
@@ -169,24 +179,3 @@ if __name__ == '__main__':
     jax.distributed.initialize(f'localhost:{port}', num_processes=count, process_id=index)
   _run_worker()
 
-
-def test_cpu_devices_split_the_host_and_refuse_a_late_change(builder64, tfds_dir, tmp_path):
-  from pneumojax.train import distributed
-  from tests.test_train import tiny_config
-  # In this process JAX has started: the same count is accepted, another is a clear error.
-  config = tiny_config(tfds_dir, 2)
-  config.distributed.cpu_devices = jax.device_count()
-  distributed.initialize(config.distributed)
-  config.distributed.cpu_devices = jax.device_count() + 1
-  with pytest.raises(ValueError, match='already runs with'):
-    distributed.initialize(config.distributed)
-  # A new process trains on 2 CPU devices (the global batch of 32 split in two).
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  command = [sys.executable, '-m', 'pneumojax.cli', 'train', '--config', 'experiments/quickstart.py',
-             '--workdir', str(tmp_path), f'--config.data.data_dir={tfds_dir}', '--config.train.num_steps=2',
-             '--config.train.batch_size=32', '--config.distributed.cpu_devices=2']
-  done = subprocess.run(command, cwd=REPO, env={**env, 'PYTHONPATH': str(REPO)}, check=True, capture_output=True,
-                        text=True)
-  assert 'INFO Training' in done.stderr  # the CLI's progress log reaches the terminal
-  results = json.loads((tmp_path / 'results.json').read_text())
-  assert results['run']['hardware']['device_count'] == 2 and results['config']['distributed']['cpu_devices'] == 2

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumojax import cli, evaluate, predict, threshold
-from pneumojax.data import paths, pipeline, splits
-from pneumojax.train import loop, parallel, step as step_lib
-from tests.conftest import FULLRES, SHARED
-
-OOD = SHARED / 'data' / 'ood_chest_xrays'
+from pneumojax import cli
+from pneumojax.data import pipeline, prepare, splits
+from pneumojax.train import evaluator, files, parallel
+from pneumojax.trained import load, predict
+from tests.helpers import FULLRES, OOD
 
 
 def _rows(path) -> dict[str, dict]:
@@ -22,13 +21,13 @@ def _rows(path) -> dict[str, dict]:
 
 def _eval_path_probabilities(config, workdir, data_config) -> dict[str, float]:
   """P(pneumonia) of every image of the dataset of `data_config`, by evaluation's own pipeline and step."""
-  _, state, _ = evaluate.load_checkpoint(workdir)
-  dp = parallel.DataParallel('jit', step_lib.train_step, step_lib.eval_step)
-  builder = paths.get_builder(data_config)
+  dp = parallel.DataParallel('jit')
+  state = dp.replicate(load.load_run(workdir).state)
+  builder = prepare.get_builder(data_config)
   probabilities = {}
   for split in ('train', 'val'):
     data, _ = pipeline.eval_dataset(builder, data_config, split, 64)
-    probs = loop.evaluate(dp, dp.replicate(state), data).outputs.compute()['probs'][:, 1]
+    probs = evaluator.outputs(dp, state, data.as_numpy_iterator()).outputs.compute()['probs'][:, 1]
     probabilities.update(zip(splits.split_metadata(builder, split, data_config)['filename'], probs))
   return probabilities
 
@@ -44,7 +43,7 @@ def test_predictions_equal_the_eval_path_on_full_size_originals(trained_run, tmp
   data_config.update(dict(data_dir=str(tmp_path / 'tfds'), manual_dir=str(FULLRES)))
   expected = _eval_path_probabilities(config, workdir, data_config)
   assert len(expected) == 100
-  point = threshold.load(workdir, evaluate.load_checkpoint(workdir)[2])
+  point = load.load_run(workdir).threshold()
   for filename, probability in expected.items():
     row = rows[str(FULLRES / filename)]
     assert float(row['probability_pneumonia']) == pytest.approx(probability, abs=1e-5), filename
@@ -119,12 +118,12 @@ def test_bad_arguments_are_clear_errors_and_write_nothing(trained_run, tmp_path)
 def test_a_threshold_of_another_checkpoint_is_refused(trained_run, tmp_path):
   _, workdir, _ = trained_run
   copy = shutil.copytree(workdir, tmp_path / 'run')
-  (copy / threshold.FILE).write_text('{"threshold": 0.5, "checkpoint_step": 123}')
+  (copy / files.THRESHOLD).write_text('{"threshold": 0.5, "checkpoint_step": 123}')
   with pytest.raises(ValueError, match='threshold of checkpoint step 123'):
     predict.predict_files(copy, [FULLRES], tmp_path / 'out.csv')
-  (copy / threshold.FILE).unlink()
+  (copy / files.THRESHOLD).unlink()
   with pytest.raises(FileNotFoundError, match='pneumojax eval --workdir'):
-    threshold.load(copy, 6)
+    files.load_threshold(copy, 6)
 
 
 def test_broken_links_get_an_error_row(trained_run, tmp_path):

@@ -21,11 +21,11 @@ import optax
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED
 from pneumojax import models, weights
 from pneumojax.models.head import Head
 from pneumojax.train.state import TrainState, with_pretrained
 from pneumojax.weights import keras_h5, pth
+from tests.helpers import SHARED
 
 # Keras's own conversions of its variables to numpy, with every weight of the models built here.
 pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')

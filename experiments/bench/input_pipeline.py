@@ -16,7 +16,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 
 from pneumojax.config import default_config
-from pneumojax.data import paths, pipeline
+from pneumojax.data import pipeline, prepare
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
   cfg.update(dict(data_dir=args.data_dir or tempfile.mkdtemp(prefix='pneumojax_bench_'),
                   manual_dir=args.manual_dir, resolution=args.resolution, augment=not args.no_augment))
   start = time.perf_counter()
-  builder = paths.get_builder(cfg)
+  builder = prepare.get_builder(cfg)
   build_s = time.perf_counter() - start
   print(f'build of {builder.info.full_name}: {build_s:.1f} s' + (' (already prepared)' if args.data_dir else ''))
 

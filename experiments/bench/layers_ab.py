@@ -1,56 +1,39 @@
-"""What pneumojax.models.layers buys: train and eval steps with its BatchNorm, max pooling and depthwise Conv,
-and with flax's.
+"""What pneumojax.models.layers buys: train and eval steps with its XLA_CPU layers (BatchNorm, max pooling and
+depthwise Conv) and with flax's.
 
   python experiments/bench/layers_ab.py --model simple_cnn --size 64 --batch_size 64
   python experiments/bench/layers_ab.py --model resnet50 --size 224 --batch_size 256 --dtype bfloat16 --channels 3
   python experiments/bench/layers_ab.py --model mobilenet_v2 --size 224 --batch_size 32 --channels 3
 
 Both variants are compiled in one process and timed in alternating windows, so a busy machine slows both alike;
-it prints each one's median and best images/s. The models look up `layers.BatchNorm`, `layers.max_pool` and
-`layers.Conv` when they are traced, so swapping the module attribute swaps the implementation.
+it prints each one's median and best images/s. The model is built with `layers='flax'` or `layers='xla_cpu'`
+(`models.get_model`; `config.model.layers` in a run).
 """
 
 import argparse
-import types
 
-import flax.linen as nn
 import jax
 import numpy as np
 import optax
 
 from pneumojax import bench, models
-from pneumojax.models import (
-  densenet,
-  efficientnet,
-  inception,
-  layers,
-  mobilenet,
-  resnet,
-  simple_cnn,
-  vgg,
-)
 from pneumojax.train import step
 from pneumojax.train.parallel import DataParallel
 from pneumojax.train.state import create_train_state
 
-FLAX = types.SimpleNamespace(
-    BatchNorm=nn.BatchNorm,
-    Conv=nn.Conv,
-    max_pool=lambda x, window, strides=None, padding='VALID': nn.max_pool(x, window, strides, padding))
+VARIANTS = {'flax': 'flax', 'pneumojax.models.layers': 'xla_cpu'}  # printed name: get_model's `layers`
 
 
-def compiled_step(name, size, batch_size, dtype, channels, implementation):
-  for module in (densenet, efficientnet, inception, mobilenet, resnet, simple_cnn, vgg):
-    module.layers = implementation
-  model = models.get_model(name, num_classes=2, dtype=dtype)
+def compiled_step(name, size, batch_size, dtype, channels, layers):
+  model = models.get_model(name, layers=layers, num_classes=2, dtype=dtype)
   shape = (size, size, channels)
   state = jax.jit(lambda rng: create_train_state(model, optax.adam(1e-3), rng, shape))(jax.random.key(0))
-  dp = DataParallel('jit', step.train_step, step.eval_step)
+  dp = DataParallel('jit', train_step=step.train_step)
   state = dp.replicate(state)
   rng = np.random.default_rng(0)
   batch = dp.shard({'image': rng.normal(size=(batch_size, *shape)).astype(np.float32),
                     'label': rng.integers(0, 2, batch_size).astype(np.int32), 'mask': np.ones(batch_size, np.float32)})
-  state, _ = dp.train_step(state, batch)  # compiles both steps with this implementation
+  state, _ = dp.train_step(state, batch)  # compiles both steps with these layers
   dp.eval_step(state, batch)
   jax.block_until_ready(state)
   return dp, state, batch
@@ -66,8 +49,8 @@ def main():
   parser.add_argument('--windows', type=int, default=6)
   parser.add_argument('--steps', type=int, default=5)
   args = parser.parse_args()
-  variants = {name: list(compiled_step(args.model, args.size, args.batch_size, args.dtype, args.channels, impl))
-              for name, impl in (('flax', FLAX), ('pneumojax.models.layers', layers))}
+  variants = {name: list(compiled_step(args.model, args.size, args.batch_size, args.dtype, args.channels, layers))
+              for name, layers in VARIANTS.items()}
   rates = {(name, kind): [] for name in variants for kind in ('train', 'eval')}
   for _ in range(args.windows):
     for name, slot in variants.items():

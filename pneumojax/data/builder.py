@@ -8,7 +8,7 @@ import numpy as np
 from etils import epath
 import tensorflow_datasets as tfds
 
-from pneumojax import files
+from pneumojax import atomic
 from pneumojax.data import sources
 from pneumojax.data.images import IMAGE_SUFFIXES, ImageReadError, decode_grayscale, resize
 
@@ -112,7 +112,7 @@ class ChestXrayPneumonia(tfds.core.GeneratorBasedBuilder):
     finally:
       self._source.close()
     # Skipped files are part of the dataset's provenance: keep the list beside the TFDS files.
-    files.write_json_atomic(epath.Path(self.data_dir) / SKIPPED_FILES, self._skipped)
+    atomic.write_json(epath.Path(self.data_dir) / SKIPPED_FILES, self._skipped)
 
 
 def _read(source, f: sources.ImageFile) -> tuple[bytes, np.ndarray]:

@@ -1,6 +1,8 @@
 """Reading untrusted image files into 8-bit grayscale, shared by the dataset builder and inference."""
 
 import io
+import os
+import pathlib
 
 import numpy as np
 from PIL import Image
@@ -83,3 +85,25 @@ def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
   elif method != 'squash':
     raise ValueError(f"Unknown resize method {method!r}: use 'squash' or 'crop'.")
   return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def read_image(path, data_config) -> tuple[np.ndarray, list[str]]:
+  """uint8 [R, R] as the dataset builder stores an image, and notes for the user; ImageReadError if unreadable.
+
+  The notes are those of `decode_grayscale` (ignored transparency), and one if the image's short side is under half
+  of R = `data.resolution`: enlarged more than 2x, it holds far less detail than the model was trained on (a 200 px
+  image for a 224 px model is fine; 16x16 is not), so its prediction deserves little trust.
+  """
+  path = pathlib.Path(path)
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    link = f'a symbolic link to {os.readlink(path)}, which ' if path.is_symlink() else ''
+    raise ImageReadError(f'{path}: {link}cannot be read ({e.strerror}).') from e
+  pixels, notes = decode_grayscale(data, str(path))
+  size = data_config.resolution
+  if 2 * min(pixels.shape) < size:
+    height, width = pixels.shape
+    notes.append(f"only {width}x{height} pixels, enlarged {size / min(pixels.shape):.0f}x to the model's "
+                 f'{size}x{size} input: far less detail than it was trained on.')
+  return resize(pixels, size, data_config.resize), notes

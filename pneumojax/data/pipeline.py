@@ -37,12 +37,13 @@ def split_info(builder, split: str, data_config) -> SplitInfo:
   labels = splits.split_metadata(builder, split, data_config)['label']
   if len(labels) == 0:
     raise ValueError(f'The {split!r} split of {builder.data_dir} is empty: check val_fraction and the data.')
-  num_classes = len(tasks.class_names(data_config))
-  return SplitInfo(split, len(labels), tuple(np.bincount(labels, minlength=num_classes).tolist()))
+  return SplitInfo(split, len(labels), tuple(np.bincount(labels, minlength=tasks.num_classes(data_config)).tolist()))
 
 
-def _image_size(data_config) -> int:
-  return data_config.image_size or data_config.resolution
+def input_shape(data_config) -> tuple[int, int, int]:
+  """(S, S, C) of the model's input: `data.image_size` (0: the stored resolution) and `data.channels`."""
+  size = data_config.image_size or data_config.resolution
+  return size, size, data_config.channels
 
 
 def _decoded(builder, split, data_config) -> tf.data.Dataset:
@@ -91,7 +92,7 @@ def train_dataset(builder, data_config, global_batch_size: int, seed: int, start
     stream = decoded.cache().shuffle(info.num_examples, seed=seed, reshuffle_each_iteration=True).repeat()
   stream = stream.skip(start_step * global_batch_size).batch(global_batch_size, drop_remainder=True)
   stream = tf.data.Dataset.zip(tf.data.Dataset.counter(start_step), stream)
-  size = _image_size(data_config)
+  size = input_shape(data_config)[0]
 
   def make_batch(step, batch):
     local = _process_slice(batch, process_index, process_count)
@@ -110,7 +111,7 @@ def train_dataset(builder, data_config, global_batch_size: int, seed: int, start
 def eval_images(images, data_config) -> tf.Tensor:
   """uint8 [b, R, R, 1] at the stored resolution -> model input, exactly as evaluation and `predict` feed it."""
   images = tf.cast(images, tf.float32) / 255.0
-  size = _image_size(data_config)
+  size = input_shape(data_config)[0]
   if size != data_config.resolution:
     images = tf.image.resize(images, (size, size), antialias=True)
   return _normalise(images, data_config)

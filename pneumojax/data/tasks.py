@@ -32,6 +32,11 @@ def class_names(data_config) -> tuple[str, ...]:
   return CLASS_NAMES[data_config.task]
 
 
+def num_classes(data_config) -> int:
+  """The number of classes of `data.task`: the model's number of outputs."""
+  return len(class_names(data_config))
+
+
 def _label_of_subtype(data_config) -> tuple[int, ...]:
   class_names(data_config)  # Raises on an unknown task.
   return _LABEL_OF_SUBTYPE[data_config.task]

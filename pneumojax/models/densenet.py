@@ -6,36 +6,27 @@ concatenated (growth rate k = 32); transitions halve the channels (BN -> relu ->
 parameters with the 1000-class top.
 """
 
-import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
-from pneumojax.models.head import classify
+from pneumojax.models.base import Classifier
 
 
-class DenseNet(nn.Module):
-  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.head)."""
+class DenseNet(Classifier):
+  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
   blocks: Sequence[int] = (6, 12, 24, 16)
   growth_rate: int = 32
-  num_classes: int = 2
-  hidden: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  features_only: bool = False
-  freeze_batch_norm: bool = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
-                             epsilon=1.001e-5, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = self.conv(use_bias=False)
+    norm = self.norm(train, epsilon=1.001e-5)
     x = conv(64, (7, 7), strides=2, padding=3, name='conv1_conv')(x)
     x = nn.relu(norm(name='conv1_bn')(x))
     # -inf padding, where Keras pads with zeros: the same maximum after a relu.
-    x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = self.layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_layers in enumerate(self.blocks):
       for j in range(num_layers):
         name = f'conv{i + 2}_block{j + 1}'
@@ -50,7 +41,7 @@ class DenseNet(nn.Module):
         x = conv(x.shape[-1] // 2, (1, 1), name=f'{name}_conv')(x)
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(norm(name='bn')(x))
-    return classify(self, jnp.mean(x, axis=(1, 2)), train)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train)
 
 
 densenet121 = DenseNet

@@ -7,14 +7,12 @@ state_dict names `_blocks.3._expand_conv` map here to `blocks_3/expand_conv`). B
 4,652,008 parameters with the 1000-class top.
 """
 
-import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
-from pneumojax.models.head import classify
+from pneumojax.models.base import Classifier
 
 ModuleDef = Any
 
@@ -49,20 +47,14 @@ class MBConv(nn.Module):
     return x + y if self.strides == 1 and x.shape[-1] == self.out_filters else y
 
 
-class EfficientNetLite0(nn.Module):
-  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.head)."""
-  num_classes: int = 2
-  hidden: Sequence[int] = ()
+class EfficientNetLite0(Classifier):
+  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
   dropout_rate: float = 0.2
-  features_only: bool = False
-  freeze_batch_norm: bool = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(layers.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
-                             epsilon=1e-3, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = self.conv(padding='SAME', use_bias=False)
+    norm = self.norm(train, epsilon=1e-3)
     x = nn.relu6(norm(name='bn0')(conv(32, (3, 3), 2, name='conv_stem')(x)))
     block = 0
     for repeats, kernel_size, strides, expansion, out_filters in STAGES:
@@ -71,7 +63,7 @@ class EfficientNetLite0(nn.Module):
                    name=f'blocks_{block}')(x)
         block += 1
     x = nn.relu6(norm(name='bn1')(conv(1280, (1, 1), name='conv_head')(x)))
-    return classify(self, jnp.mean(x, axis=(1, 2)), train)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train)
 
 
 efficientnet_lite0 = EfficientNetLite0

@@ -1,4 +1,4 @@
-"""The classifier head shared by the pretrained-backbone families: pooled features -> logits.
+"""The classifier head of the pretrained-backbone families (`Classifier.classify`): pooled features -> logits.
 
 Its parameters live under the module name `head`, which is how the optimizer tells the head from the backbone
 (frozen or lower-rate backbone, `pneumojax.train.optim`) and how pretrained weights leave the head fresh.
@@ -28,14 +28,3 @@ class Head(nn.Module):
       x = nn.relu(dense(width, name=f'hidden{i}')(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return dense(self.num_classes, name='out')(x).astype(jnp.float32)
-
-
-def classify(module: nn.Module, features, train: bool):
-  """`module`'s output: its float32 features if `module.features_only`, else the logits of its head.
-
-  `module` is the calling backbone, with the fields num_classes, hidden, dropout_rate, features_only, dtype.
-  """
-  if module.features_only:
-    return features.astype(jnp.float32)
-  head = Head(module.num_classes, module.hidden, module.dropout_rate, module.dtype, name=HEAD)
-  return head(features, train)

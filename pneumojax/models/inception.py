@@ -7,13 +7,12 @@ Keep the order when editing. Expects inputs in [-1, 1]. 23,851,784 parameters wi
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
-from pneumojax.models.head import classify
+from pneumojax.models.base import Classifier
 
 ModuleDef = Any
 
@@ -21,25 +20,21 @@ ModuleDef = Any
 class ConvBN(nn.Module):
   features: int
   kernel_size: tuple[int, int]
+  conv: ModuleDef
   norm: ModuleDef
   strides: int = 1
   padding: str = 'SAME'
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=self.padding, use_bias=False,
-                dtype=self.dtype, param_dtype=jnp.float32, name='conv')(x)
+    x = self.conv(self.features, self.kernel_size, self.strides, padding=self.padding, use_bias=False,
+                  name='conv')(x)
     return nn.relu(self.norm(name='bn')(x))
 
 
 def _avg_pool_3x3(x):
   # Keras's average pooling divides by the number of pixels inside the image, not counting the padding.
   return nn.avg_pool(x, (3, 3), padding='SAME', count_include_pad=False)
-
-
-def _max_pool_3x3(x):
-  return layers.max_pool(x, (3, 3), strides=(2, 2))
 
 
 def _block_35(x, unit, pool_features):
@@ -54,13 +49,13 @@ def _block_35(x, unit, pool_features):
   return jnp.concatenate([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=-1)
 
 
-def _reduction_35_to_17(x, unit):
+def _reduction_35_to_17(x, unit, max_pool_3x3):
   """mixed3."""
   branch3x3 = unit(384, (3, 3), strides=2, padding='VALID')(x)
   branch3x3dbl = unit(64, (1, 1))(x)
   branch3x3dbl = unit(96, (3, 3))(branch3x3dbl)
   branch3x3dbl = unit(96, (3, 3), strides=2, padding='VALID')(branch3x3dbl)
-  return jnp.concatenate([branch3x3, branch3x3dbl, _max_pool_3x3(x)], axis=-1)
+  return jnp.concatenate([branch3x3, branch3x3dbl, max_pool_3x3(x)], axis=-1)
 
 
 def _block_17(x, unit, channels_7x7):
@@ -79,7 +74,7 @@ def _block_17(x, unit, channels_7x7):
   return jnp.concatenate([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=-1)
 
 
-def _reduction_17_to_8(x, unit):
+def _reduction_17_to_8(x, unit, max_pool_3x3):
   """mixed8."""
   branch3x3 = unit(192, (1, 1))(x)
   branch3x3 = unit(320, (3, 3), strides=2, padding='VALID')(branch3x3)
@@ -87,7 +82,7 @@ def _reduction_17_to_8(x, unit):
   branch7x7x3 = unit(192, (1, 7))(branch7x7x3)
   branch7x7x3 = unit(192, (7, 1))(branch7x7x3)
   branch7x7x3 = unit(192, (3, 3), strides=2, padding='VALID')(branch7x7x3)
-  return jnp.concatenate([branch3x3, branch7x7x3, _max_pool_3x3(x)], axis=-1)
+  return jnp.concatenate([branch3x3, branch7x7x3, max_pool_3x3(x)], axis=-1)
 
 
 def _block_8(x, unit):
@@ -102,36 +97,29 @@ def _block_8(x, unit):
   return jnp.concatenate([branch1x1, branch3x3, branch3x3dbl, branch_pool], axis=-1)
 
 
-class InceptionV3(nn.Module):
-  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.head)."""
-  num_classes: int = 2
-  hidden: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  features_only: bool = False
-  freeze_batch_norm: bool = False
-  dtype: Any = jnp.float32
+class InceptionV3(Classifier):
+  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
-                             epsilon=1e-3, use_scale=False, dtype=self.dtype, param_dtype=jnp.float32)
-    unit = functools.partial(ConvBN, norm=norm, dtype=self.dtype)
+    unit = functools.partial(ConvBN, conv=self.conv(), norm=self.norm(train, epsilon=1e-3, use_scale=False))
+    max_pool_3x3 = functools.partial(self.layers.max_pool, window=(3, 3), strides=(2, 2))
     x = unit(32, (3, 3), strides=2, padding='VALID')(x)
     x = unit(32, (3, 3), padding='VALID')(x)
     x = unit(64, (3, 3))(x)
-    x = _max_pool_3x3(x)
+    x = max_pool_3x3(x)
     x = unit(80, (1, 1), padding='VALID')(x)
     x = unit(192, (3, 3), padding='VALID')(x)
-    x = _max_pool_3x3(x)
+    x = max_pool_3x3(x)
     for pool_features in (32, 64, 64):
       x = _block_35(x, unit, pool_features)
-    x = _reduction_35_to_17(x, unit)
+    x = _reduction_35_to_17(x, unit, max_pool_3x3)
     for channels_7x7 in (128, 160, 160, 192):
       x = _block_17(x, unit, channels_7x7)
-    x = _reduction_17_to_8(x, unit)
+    x = _reduction_17_to_8(x, unit, max_pool_3x3)
     for _ in range(2):
       x = _block_8(x, unit)
-    return classify(self, jnp.mean(x, axis=(1, 2)), train)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train)
 
 
 inception_v3 = InceptionV3

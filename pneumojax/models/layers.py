@@ -1,6 +1,9 @@
-"""BatchNorm, max pooling and depthwise convolution with flax.linen's results, in forms that XLA:CPU runs fast.
+"""The layers a model is built with (`Layers`: conv, BatchNorm, max pooling), as flax's ImageNet example passes
+`conv` and `norm` to its models: flax.linen's own (`FLAX`), or the same results in forms that XLA:CPU runs fast
+(`XLA_CPU`). `choose('auto')`, called where a model is built (`models.get_model`), takes XLA_CPU on the CPU backend.
 
-The first two were the largest costs of a small CNN's train step on a 2-core CPU (experiments/bench/README.md):
+Max pooling and BatchNorm were the largest costs of a small CNN's train step on a 2-core CPU
+(experiments/bench/README.md):
 
 - `nn.max_pool`'s gradient is XLA's select-and-scatter, which XLA:CPU runs about 25x slower than elementwise
   code. Non-overlapping windows (the usual 2x2/2) are a maximum over reshaped axes whose gradient goes to each
@@ -13,10 +16,11 @@ The first two were the largest costs of a small CNN's train step on a 2-core CPU
   `Conv` computes it as the window's strided slices times per-channel weights.
 
 Variables have flax's names and shapes (`params/{kernel,scale,bias}`, `batch_stats/{mean,var}`), so checkpoints
-and the weight importers are unchanged. Other backends keep flax's formulations: on an H200, ResNet-50's train step
+and the weight importers are the same with either. Other backends take flax's: on an H200, ResNet-50's train step
 ran 8% slower with these (experiments/bench/README.md).
 """
 
+import dataclasses
 import functools
 import itertools
 from typing import Any, Callable, Sequence
@@ -27,15 +31,9 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def _xla_cpu() -> bool:
-  return jax.default_backend() == 'cpu'
-
-
 def max_pool(x, window: Sequence[int], strides: Sequence[int] | None = None, padding='VALID'):
-  """`nn.max_pool` over the two spatial axes of [B, H, W, C]; on CPU as a maximum of reshaped axes or slices."""
+  """`nn.max_pool` over the two spatial axes of [B, H, W, C], as a maximum of reshaped axes or of slices."""
   strides = tuple(strides or window)
-  if not _xla_cpu():
-    return nn.max_pool(x, tuple(window), strides, padding)
   pads = _pads(x.shape[1:3], window, strides, padding)
   if any(lo or hi for lo, hi in pads):
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
@@ -108,10 +106,6 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
 _batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
-def _batch_norm_autodiff(x, scale, bias, epsilon):
-  return _batch_norm_fwd(x, scale, bias, epsilon)[0]  # the same forward, differentiated by JAX (as flax's)
-
-
 class BatchNorm(nn.Module):
   """`flax.linen.BatchNorm` over the last axis (no cross-device statistics): the same variables and outputs."""
   use_running_average: bool = False
@@ -137,8 +131,7 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       y = (x32 - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
     else:
-      batch_norm = _batch_norm_train if _xla_cpu() else _batch_norm_autodiff
-      y, mean, var = batch_norm(x32, scale, bias, self.epsilon)
+      y, mean, var = _batch_norm_train(x32, scale, bias, self.epsilon)
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
@@ -161,7 +154,7 @@ def _window_slices(x, window, strides):
 
 
 class Conv(nn.Conv):
-  """`flax.linen.Conv`; a depthwise one (feature_group_count = input channels = features) runs on CPU as a sum of
+  """`flax.linen.Conv`; a depthwise one (feature_group_count = input channels = features) runs as a sum of
   the window's strided slices times per-channel weights, which XLA:CPU computes and differentiates far faster
   than its grouped convolution (experiments/bench/README.md). The same parameters and outputs."""
 
@@ -170,7 +163,7 @@ class Conv(nn.Conv):
     channels = inputs.shape[-1]
     depthwise = self.feature_group_count == channels == self.features and channels > 1
     plain_padding = not isinstance(self.padding, str) or self.padding in ('SAME', 'VALID')
-    if not (depthwise and plain_padding and _xla_cpu() and inputs.ndim == 4
+    if not (depthwise and plain_padding and inputs.ndim == 4
             and self.kernel_dilation in (None, 1, (1, 1))
             and self.input_dilation in (None, 1, (1, 1)) and not self.mask):
       return super().__call__(inputs)
@@ -185,3 +178,30 @@ class Conv(nn.Conv):
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     y = functools.reduce(jnp.add, (xs * kernel[i, j, 0] for i, j, xs in _window_slices(x, window, strides)))
     return y if bias is None else y + bias.astype(dtype)
+
+
+def _flax_max_pool(x, window: Sequence[int], strides: Sequence[int] | None = None, padding='VALID'):
+  return nn.max_pool(x, tuple(window), tuple(strides or window), padding)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+  """What a model builds its layers with: `conv` and `batch_norm` are Linen module classes taking flax's arguments,
+  `max_pool(x, window, strides=None, padding='VALID')` a function."""
+  conv: Callable
+  batch_norm: Callable
+  max_pool: Callable
+
+
+FLAX = Layers(nn.Conv, nn.BatchNorm, _flax_max_pool)
+XLA_CPU = Layers(Conv, BatchNorm, max_pool)
+CHOICES = ('auto', 'flax', 'xla_cpu')
+
+
+def choose(name: str) -> Layers:
+  """'flax', 'xla_cpu', or 'auto': XLA_CPU when JAX's default backend is the CPU, else FLAX."""
+  if name not in CHOICES:
+    raise ValueError(f'model.layers must be one of {CHOICES}, got {name!r}')
+  if name == 'auto':
+    name = 'xla_cpu' if jax.default_backend() == 'cpu' else 'flax'
+  return XLA_CPU if name == 'xla_cpu' else FLAX

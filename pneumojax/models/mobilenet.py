@@ -6,14 +6,10 @@ Expects inputs in [-1, 1]. Parameters with the 1000-class top: 3,538,984 (alpha 
 at alpha 0.35.
 """
 
-import functools
-from typing import Any, Sequence
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
-from pneumojax.models.head import classify
+from pneumojax.models.base import Classifier
 
 # (expansion, output filters at alpha 1, stride) of the 17 inverted residual blocks.
 BLOCKS = ((1, 16, 1),
@@ -31,21 +27,14 @@ def make_divisible(value: float, divisor: int = 8) -> int:
   return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-class MobileNetV2(nn.Module):
-  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.head)."""
+class MobileNetV2(Classifier):
+  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
   alpha: float = 1.0
-  num_classes: int = 2
-  hidden: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  features_only: bool = False
-  freeze_batch_norm: bool = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(layers.Conv, padding='SAME', use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
-                             epsilon=1e-3, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = self.conv(padding='SAME', use_bias=False)
+    norm = self.norm(train, epsilon=1e-3)
 
     def conv_bn(x, features, kernel, name, bn_name, strides=1, groups=1, relu=True):
       x = conv(features, (kernel, kernel), strides, feature_group_count=groups, name=name)(x)
@@ -65,7 +54,7 @@ class MobileNetV2(nn.Module):
       x = x + y if stride == 1 and x.shape[-1] == out_filters else y
     last_filters = make_divisible(1280 * self.alpha) if self.alpha > 1.0 else 1280
     x = conv_bn(x, last_filters, 1, 'Conv_1', 'Conv_1_bn')
-    return classify(self, jnp.mean(x, axis=(1, 2)), train)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train)
 
 
 mobilenet_v2 = MobileNetV2

@@ -21,8 +21,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
-from pneumojax.models.head import classify
+from pneumojax.models.base import Classifier
 
 ModuleDef = Any
 VARIANTS = ('torchvision', 'keras')
@@ -75,19 +74,13 @@ class Bottleneck(nn.Module):
     return self.act(residual + y)
 
 
-class ResNet(nn.Module):
-  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.head)."""
-  stage_sizes: Sequence[int]
-  block_cls: ModuleDef
-  num_classes: int = 2
+class ResNet(Classifier):
+  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)  # blocks per stage: ResNet-18's
+  block_cls: ModuleDef = BasicBlock
   num_filters: int = 64
   small_stem: bool = False
   variant: str = 'torchvision'
-  hidden: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  features_only: bool = False
-  freeze_batch_norm: bool = False
-  dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
   act: Callable = nn.relu
 
   @nn.compact
@@ -100,22 +93,21 @@ class ResNet(nn.Module):
       if block_cls is not Bottleneck:
         raise ValueError("variant='keras' exists only for the bottleneck ResNets (50, 101): Keras has no 18/34.")
       block_cls = functools.partial(Bottleneck, stride_in_1x1=True)
-    conv = functools.partial(nn.Conv, use_bias=keras, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
-                             epsilon=1.001e-5 if keras else 1e-5, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = self.conv(use_bias=keras)
+    norm = self.norm(train, epsilon=1.001e-5 if keras else 1e-5)
     if self.small_stem:
       x = conv(self.num_filters, (3, 3), padding=1, name='conv1')(x)
       x = self.act(norm(name='bn1')(x))
     else:
       x = conv(self.num_filters, (7, 7), (2, 2), padding=3, name='conv1')(x)
       x = self.act(norm(name='bn1')(x))
-      x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = self.layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, block_size in enumerate(self.stage_sizes):
       for j in range(block_size):
         strides = (2, 2) if i > 0 and j == 0 else (1, 1)
         x = block_cls(self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=self.act,
                       name=f'layer{i + 1}_{j}')(x)
-    return classify(self, jnp.mean(x, axis=(1, 2)), train)
+    return self.classify(jnp.mean(x, axis=(1, 2)), train)
 
 
 resnet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)

@@ -16,41 +16,39 @@ Variants (registered in `pneumojax.models`):
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
+from pneumojax.models.base import Classifier
 
 
-class SimpleCNN(nn.Module):
-  """Conv blocks then a dense head; `__call__(x, train)` maps [B, H, W, C] float32 to float32 logits."""
-  num_classes: int = 2
+class SimpleCNN(Classifier):
+  """Conv blocks then a dense head; `__call__(x, train)` maps [B, H, W, C] float32 to float32 logits.
+
+  Its head is its own (`Dense_0`, ... after the blocks' `Conv_0`, ...: no params['head']), with dropout before the
+  output layer only; `features_only` returns the pooled features before it.
+  """
   widths: Sequence[int] = (16, 32, 64, 128)  # filters of each block; each block ends in 2x2 max pooling.
   convs_per_block: int = 1
   padding: str = 'SAME'
   use_bn: bool = True
   block_dropout_rate: float = 0.0  # dropout after each block's pooling.
   pooling: str = 'avg'             # 'avg': global average pooling; 'flatten': keep the spatial layout.
-  hidden: Sequence[int] = ()       # widths of the dense relu layers of the head.
   dropout_rate: float = 0.5        # dropout before the output layer.
-  freeze_batch_norm: bool = False  # True: BatchNorm uses and keeps its running statistics in training too.
-  dtype: Any = jnp.float32         # compute dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=self.padding, use_bias=not self.use_bn,
-                             dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(layers.BatchNorm, use_running_average=not train or self.freeze_batch_norm, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)
+    conv = self.conv(kernel_size=(3, 3), padding=self.padding, use_bias=not self.use_bn)
+    norm = self.norm(train, epsilon=1e-5)
     for width in self.widths:
       for _ in range(self.convs_per_block):
         x = conv(width)(x)
         if self.use_bn:
           x = norm()(x)
         x = nn.relu(x)
-      x = layers.max_pool(x, (2, 2), strides=(2, 2))
+      x = self.layers.max_pool(x, (2, 2), strides=(2, 2))
       if self.block_dropout_rate:
         x = nn.Dropout(self.block_dropout_rate, deterministic=not train)(x)
     if self.pooling == 'avg':
@@ -59,6 +57,8 @@ class SimpleCNN(nn.Module):
       x = x.reshape(x.shape[0], -1)
     else:
       raise ValueError(f"pooling must be 'avg' or 'flatten', got {self.pooling!r}")
+    if self.features_only:
+      return x.astype(jnp.float32)
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

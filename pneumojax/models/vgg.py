@@ -8,41 +8,33 @@ predictions), 138,357,544 (VGG16) and 143,667,240 (VGG19) parameters.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pneumojax.models import layers
-from pneumojax.models.head import classify
+from pneumojax.models.base import Classifier
 
 
-class VGG(nn.Module):
-  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.head)."""
-  stage_sizes: Sequence[int]
-  num_classes: int = 2
+class VGG(Classifier):
+  """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
+  stage_sizes: Sequence[int] = (2, 2, 3, 3, 3)  # convolutions per block: VGG16's
   pooling: str = 'avg'
-  hidden: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  features_only: bool = False
-  freeze_batch_norm: bool = False  # No BatchNorm here; the field keeps the registry's interface uniform.
-  dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool):  # No BatchNorm: freeze_batch_norm has nothing to freeze.
+    conv = self.conv(padding='SAME')
     for i, num_convs in enumerate(self.stage_sizes):
       for j in range(num_convs):
-        x = nn.Conv(min(64 * 2**i, 512), (3, 3), padding='SAME', dtype=self.dtype, param_dtype=jnp.float32,
-                    name=f'block{i + 1}_conv{j + 1}')(x)
-        x = nn.relu(x)
-      x = layers.max_pool(x, (2, 2), strides=(2, 2))
+        x = nn.relu(conv(min(64 * 2**i, 512), (3, 3), name=f'block{i + 1}_conv{j + 1}')(x))
+      x = self.layers.max_pool(x, (2, 2), strides=(2, 2))
     if self.pooling == 'avg':
       x = jnp.mean(x, axis=(1, 2))
     elif self.pooling == 'flatten':
       x = x.reshape(x.shape[0], -1)  # Row-major over (H, W, C), as Keras's Flatten.
     else:
       raise ValueError(f"pooling must be 'avg' or 'flatten', got {self.pooling!r}")
-    return classify(self, x, train)
+    return self.classify(x, train)
 
 
 vgg16 = functools.partial(VGG, stage_sizes=(2, 2, 3, 3, 3))

@@ -23,21 +23,20 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from pneumojax import results_table
-from pneumojax.config import default_config
+from pneumojax import config as config_lib
 
 BEST_METRIC = 'auc'
 # Config fields that may differ when a run is resumed (`check_config`), and why; any other difference is refused:
 # the seed, data, model, optimizer and batch size define the train state; eval_every_steps which steps compete for
 # the best checkpoint; report_test_selected whether every evaluation's test metrics are recorded.
 MAY_CHANGE_ON_RESUME = (
-    'data.data_dir', 'data.manual_dir', 'data.archive',  # where the data is, not what it is
+    *config_lib.DATA_LOCATION_FIELDS,  # where the data is, not what it is
     'train.num_epochs', 'train.num_steps',  # extending a run (a decaying schedule follows the new length from here)
     'train.log_every_steps', 'train.checkpoint_keep',  # logging; how many latest steps are kept besides the best
     'train.eval_batch_size',  # memory: every example is still evaluated once
-    # How the run executes: jit or pmap, over which processes and devices (a resumed run may find other hardware;
-    # the device count is not in the config either).
-    'train.parallel', 'distributed',
+    # How the run executes: jit or pmap, over which processes and devices, with which layer implementations (a
+    # resumed run may find other hardware; the device count is not in the config either).
+    'train.parallel', 'distributed', 'model.layers',
     # Applied after training, to the chosen checkpoint:
     'eval.threshold_rule', 'eval.target_sensitivity', 'eval.bootstrap_samples', 'eval.bootstrap_seed',
 )
@@ -58,19 +57,6 @@ def _arrays(state) -> dict:
   """The saved part of a TrainState: its arrays. `apply_fn` and `tx` come from the code."""
   return {'step': state.step, 'params': state.params, 'batch_stats': state.batch_stats,
           'opt_state': state.opt_state, 'rng': state.rng}
-
-
-def config_differences(saved: dict, requested: ml_collections.ConfigDict) -> dict[str, tuple]:
-  """{dotted field: (saved value, requested value)} of every field that differs between two configs.
-
-  `saved` (a plain dict) is laid over today's defaults: a field added since it was saved counts as its default.
-  Values compare as JSON (tuples as lists); a field missing from either side is 'absent' there.
-  """
-  flat_saved = {**results_table.flatten(json.loads(default_config().to_json())), **results_table.flatten(saved)}
-  flat_requested = results_table.flatten(json.loads(requested.to_json()))
-  pairs = {field: (flat_saved.get(field, 'absent'), flat_requested.get(field, 'absent'))
-           for field in sorted(flat_saved.keys() | flat_requested.keys())}
-  return {field: pair for field, pair in pairs.items() if pair[0] != pair[1]}
 
 
 def _may_change_on_resume(field: str) -> bool:
@@ -223,7 +209,7 @@ class Checkpointer:
     except Exception as e:  # a damaged latest step: restore_latest falls back to an earlier one
       log.warning('Cannot read the config of the latest checkpoint in %s (%s).', self.directory, e)
       return
-    differing = config_differences(saved, config)
+    differing = config_lib.differences(saved, config)
     refused = {field: pair for field, pair in differing.items() if not _may_change_on_resume(field)}
     if refused:
       raise MismatchError(

@@ -8,21 +8,20 @@ on the validation features after every epoch. Each epoch is saved as an ordinary
 (the best by validation AUC is kept), so the test evaluation, `pneumojax eval` and `predict` treat the run as any
 other. It runs in one process and does not resume: it takes minutes where fine-tuning takes hours.
 With `config.eval.report_test_selected` the test features are cached too and the head is evaluated on them after
-every epoch, for the separately labelled test-selected entry (train/test_selected.py).
+every epoch, for the separately labelled test-selected entry (train/test_history.py). A sibling of the fine-tuning
+trainer (train/finetune.py): both build on train/run.py.
 """
 
 import functools
 import logging
-import time
 
 import jax
 import numpy as np
 from etils import epath
 
-from pneumojax import metrics as metrics_lib
-from pneumojax.data import paths, pipeline
+from pneumojax.data import pipeline, prepare
 from pneumojax.models.head import HEAD, Head
-from pneumojax.train import checkpoint, loop, optim, parallel, step, test_selected
+from pneumojax.train import checkpoint, evaluator, optim, parallel, run, step, test_history
 from pneumojax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -55,15 +54,6 @@ def _batches(data: dict, batch_size: int, rng: np.random.Generator | None = None
            'mask': mask[start:start + batch_size].astype(np.float32)}
 
 
-def evaluate_head(dp, state, data: dict, batch_size: int) -> dict:
-  """The metrics of the head in `state` (replicated) on cached features `data`, every example once."""
-  collection = metrics_lib.EvalMetrics.empty()
-  for batch in _batches(data, batch_size):
-    collection = collection.merge(metrics_lib.EvalMetrics.single_from_model_output(
-        **dp.eval_step(state, dp.shard(batch))))
-  return collection.compute()
-
-
 def train_head(config, head: Head, head_params, train: dict, val: dict, class_weights=None, test: dict | None = None):
   """Yields (epoch, head parameters, validation metrics) after each of `config.train.num_epochs` epochs.
 
@@ -77,22 +67,22 @@ def train_head(config, head: Head, head_params, train: dict, val: dict, class_we
 
   state = TrainState.create(apply_fn=apply_head, params={HEAD: head_params}, tx=tx,
                             rng=jax.random.key_data(jax.random.key(config.seed)))
-  dp = parallel.DataParallel(config.train.parallel, functools.partial(step.train_step, class_weights=class_weights),
-                             step.eval_step)
+  dp = parallel.DataParallel(config.train.parallel,
+                             train_step=functools.partial(step.train_step, class_weights=class_weights))
   state = dp.replicate(state)
   rng = np.random.default_rng(config.seed)
   for epoch in range(1, config.train.num_epochs + 1):
     for batch in _batches(train, config.train.batch_size, rng):
       state, _ = dp.train_step(state, dp.shard(batch))
-    val_results = evaluate_head(dp, state, val, config.train.eval_batch_size)
+    val_results = evaluator.outputs(dp, state, _batches(val, config.train.eval_batch_size)).compute()
     if test is not None:
-      val_results['test'] = evaluate_head(dp, state, test, config.train.eval_batch_size)
+      val_results['test'] = evaluator.outputs(dp, state, _batches(test, config.train.eval_batch_size)).compute()
     yield epoch, dp.unreplicate(state).params[HEAD], val_results
 
 
-def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
-  """The cached-features run in `workdir`; returns the test metrics of the best-on-validation epoch."""
-  started = started or time.perf_counter()
+def train_and_evaluate(config, workdir, started: float) -> dict:
+  """The cached-features run in `workdir`; returns the results of run.finish. `started`: when the run began
+  (`time.perf_counter()`), for its recorded wall time."""
   if jax.process_count() > 1:
     raise ValueError('train.cached_features runs in one process: start it without jax.distributed.')
   if config.data.class_balance == 'oversample':
@@ -103,9 +93,9 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
   if ckpt.latest_step() is not None:
     raise ValueError(f'{workdir} already holds checkpoints, and cached-feature runs do not resume: use a new '
                      '--workdir.')
-  builder = paths.get_builder(config.data)
-  state = loop.new_run_state(config, loop.initial_state(config, steps_per_epoch=1, total_steps=1)[0])
-  model = loop.build_model(config)
+  builder = prepare.get_builder(config.data)
+  state = run.new_run_state(config, run.initial_state(config, steps_per_epoch=1, total_steps=1)[0])
+  model = run.build_model(config)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   cached = {}
   roles = [('train', config.data.train_split), ('val', config.data.val_split)]
@@ -119,14 +109,14 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
   if config.data.class_balance == 'weights':
     class_weights = step.class_weights_from_counts(np.bincount(cached['train']['label'], minlength=model.num_classes))
   head = Head(model.num_classes, model.hidden, model.dropout_rate, model.dtype)
-  test_history = [] if 'test' in cached else None
+  history = [] if 'test' in cached else None
   for epoch, head_params, val_results in train_head(config, head, state.params[HEAD], cached['train'],
                                                     cached['val'], class_weights, cached.get('test')):
     log.info('epoch %d validation (%s): auc %.4f, accuracy %.4f', epoch, config.data.val_split,
              val_results['auc'], val_results['accuracy'])
-    if test_history is not None:
-      test_history = test_selected.record(workdir, test_history, epoch, val_results.pop('test'))
+    if history is not None:
+      history = test_history.record(workdir, history, epoch, val_results.pop('test'))
     state = state.replace(step=epoch, params={**state.params, HEAD: head_params})
     ckpt.save(epoch, state, config, val_results)
-  dp = parallel.DataParallel(config.train.parallel, step.train_step, step.eval_step)
-  return loop.final_test(config, workdir, builder, dp, ckpt, dp.replicate(state), started=started)
+  dp = parallel.DataParallel(config.train.parallel)
+  return run.finish(config, workdir, builder, dp, ckpt, dp.replicate(state), started)

@@ -2,11 +2,14 @@
 
 `DataParallel` hides where the device axis lives, so the training loop is the same in both modes:
 
-    dp = DataParallel(config.train.parallel, functools.partial(step.train_step, class_weights=w), step.eval_step)
+    dp = DataParallel(config.train.parallel, train_step=functools.partial(step.train_step, class_weights=w))
     state = dp.replicate(create_train_state(...))
     for batch in batches:                      # process-local numpy dicts
       state, metrics = dp.train_step(state, dp.shard(batch))
     dp.metrics_to_host(metrics); dp.unreplicate(state)   # for logs; for checkpoints
+    outputs = dp.eval_step(state, dp.shard(batch))       # step.eval_step's, gathered on every process
+
+Evaluation alone needs no train step: `DataParallel(mode)`.
 
 Layouts: 'pmap' gives every array a leading axis with one entry per local device (state copies, batch shards), as
 pmap takes them. 'jit' uses global arrays on a one-axis mesh over all devices of all processes: the state
@@ -19,33 +22,40 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pneumojax.train import step
+
 AXIS = 'batch'
 MODES = ('jit', 'pmap')
 
 
 class DataParallel:
-  """`train_step(state, batch) -> (state, metrics)` and `eval_step(state, batch) -> outputs` run per device."""
+  """`train_step(state, batch) -> (state, metrics)` (if given) and `eval_step(state, batch) -> outputs` per device."""
 
-  def __init__(self, mode: str, train_step, eval_step):
+  def __init__(self, mode: str, train_step=None, eval_step=step.eval_step):
     if mode not in MODES:
       raise ValueError(f'train.parallel must be one of {MODES}, got {mode!r}')
     self.mode = mode
     if mode == 'pmap':
       # pmap places its arguments' leading axis over the local devices, in this order.
       self._state_sharding = self._batch_sharding = NamedSharding(Mesh(jax.local_devices(), (AXIS,)), P(AXIS))
-      self._train = jax.pmap(train_step, axis_name=AXIS, donate_argnums=(0,))
-      self._eval = jax.pmap(eval_step, axis_name=AXIS)
     else:
       mesh = Mesh(jax.devices(), (AXIS,))
       self._state_sharding = NamedSharding(mesh, P())
       self._batch_sharding = NamedSharding(mesh, P(AXIS))
-      # check_vma=False gives pmap's semantics, which the steps are written for: their explicit psum of the
-      # gradients. With True, autodiff would insert that psum itself and the gradients would be summed twice.
-      self._train = jax.jit(
-          jax.shard_map(train_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()), check_vma=False),
-          donate_argnums=(0,))
-      self._eval = jax.jit(
-          jax.shard_map(eval_step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False))
+    self._train = None if train_step is None else self._compile(train_step, train=True)
+    self._eval = self._compile(eval_step, train=False)
+
+  def _compile(self, per_device_step, train: bool):
+    """A train step donates its state and returns it with its metrics, replicated; an eval step returns per-example
+    outputs, split over the devices as the batch."""
+    donate = (0,) if train else ()
+    if self.mode == 'pmap':
+      return jax.pmap(per_device_step, axis_name=AXIS, donate_argnums=donate)
+    # check_vma=False gives pmap's semantics, which the steps are written for: their explicit psum of the
+    # gradients. With True, autodiff would insert that psum itself and the gradients would be summed twice.
+    return jax.jit(jax.shard_map(per_device_step, mesh=self._batch_sharding.mesh, in_specs=(P(), P(AXIS)),
+                                 out_specs=(P(), P()) if train else P(AXIS), check_vma=False),
+                   donate_argnums=donate)
 
   def replicate(self, state):
     """One copy of the state (fresh or restored, the same on every process) -> the devices."""
@@ -83,11 +93,16 @@ class DataParallel:
 
   def train_step(self, state, batch):
     """Donates `state`: use the returned one."""
-    return self._train(state, batch)
+    return self._trainer()(state, batch)
 
   def lower_train_step(self, state, batch):
     """The train step lowered for these arguments, for XLA's cost and memory analyses (benchmarks)."""
-    return self._train.lower(state, batch)
+    return self._trainer().lower(state, batch)
+
+  def _trainer(self):
+    if self._train is None:
+      raise ValueError('This DataParallel was built for evaluation only: pass train_step= to train.')
+    return self._train
 
   def eval_step(self, state, batch) -> dict[str, np.ndarray]:
     """Per-example outputs of the whole global batch, in global example order, as numpy on every process."""

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = 'results.json'
+from pneumojax import config as config_lib
+from pneumojax.train import files
+
 METRICS = ('accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc')
 SECTIONS = ('test', 'test_at_val_threshold', 'test_selected')
 DDOF = 1
-IGNORED = ('seed', 'data.data_dir', 'data.manual_dir', 'data.archive')
+IGNORED = ('seed', *config_lib.DATA_LOCATION_FIELDS)
 _SECTION_TITLES = {
     'test': 'test, checkpoint chosen on validation, threshold 0.5 (headline)',
     'test_at_val_threshold': 'test, checkpoint and threshold chosen on validation',
@@ -29,27 +31,18 @@ _SECTION_TITLES = {
 }
 
 
-def flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def find_results(root) -> list[Path]:
-  return sorted(Path(root).rglob(RESULTS))
+  return sorted(Path(root).rglob(files.RESULTS))
 
 
 def load_runs(root) -> list[dict]:
-  """[{'path', 'workdir', 'config' (flat), 'results'}] of every results.json under `root`, by path."""
+  """[{'path', 'workdir', 'config' (flat, without retired fields), 'results'}] of every results.json under `root`,
+  by path."""
   runs = []
   for path in find_results(root):
     results = json.loads(path.read_text())
-    runs.append({'path': path, 'workdir': path.parent, 'config': flatten(results.get('config', {})),
-                 'results': results})
+    config = config_lib.flatten(config_lib.without_retired(results.get('config', {})))
+    runs.append({'path': path, 'workdir': path.parent, 'config': config, 'results': results})
   return runs
 
 

@@ -12,9 +12,8 @@ import math
 
 from etils import epath
 
-from pneumojax import files
-
-HISTORY = 'test_history.json'
+from pneumojax import atomic
+from pneumojax.train import files
 
 
 def protocol(config) -> str:
@@ -30,7 +29,7 @@ def protocol(config) -> str:
 def load(workdir, up_to_step: int | None = None) -> list[dict]:
   """The recorded test evaluations [{'step', 'metrics'}], those after `up_to_step` left out (a resumed run
   repeats them)."""
-  path = epath.Path(workdir) / HISTORY
+  path = epath.Path(workdir) / files.TEST_HISTORY
   history = json.loads(path.read_text()) if path.exists() else []
   return [h for h in history if up_to_step is None or h['step'] <= up_to_step]
 
@@ -39,7 +38,7 @@ def record(workdir, history: list[dict], step: int, metrics: dict, write: bool =
   """`history` plus this step's test metrics, written to workdir/test_history.json (if `write`)."""
   history = [h for h in history if h['step'] != step] + [{'step': step, 'metrics': metrics}]
   if write:
-    files.write_json_atomic(epath.Path(workdir) / HISTORY, history)
+    atomic.write_json(epath.Path(workdir) / files.TEST_HISTORY, history)
   return history
 
 

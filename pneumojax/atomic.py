@@ -5,7 +5,7 @@ import json
 from etils import epath
 
 
-def write_json_atomic(path, obj) -> None:
+def write_json(path, obj) -> None:
   """Writes `obj` as JSON to `path`, replacing the file only once the new text is complete.
 
   The text goes to `<path>.tmp` first, then a rename (atomic on a local file system) replaces `path`. A `.tmp` left

@@ -13,8 +13,7 @@ import math
 
 from etils import epath
 
-from pneumojax import evaluate
-from pneumojax.train import checkpoint
+from pneumojax.trained import evaluate, load
 
 REPORT = 'report.html'
 _METRICS = {'accuracy': 'Accuracy', 'auc': 'ROC-AUC', 'pr_auc': 'PR-AUC (average precision)',
@@ -42,8 +41,7 @@ def write_report(workdir, split: str = 'test') -> epath.Path:
     log.info('%s has no evaluation on %r yet: running it.', workdir, split)
     evaluate.evaluate_checkpoint(workdir, split)
   results = json.loads((eval_dir / evaluate.METRICS).read_text())
-  with checkpoint.Checkpointer(workdir) as ckpt:
-    config = ckpt.saved_config(results['checkpoint_step'])
+  config = load.load_run(workdir, results['checkpoint_step']).config
   title = f'{results["model"]} on {results["task"]}: {workdir.name}'
   parts = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
            f'<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>',
@@ -55,7 +53,7 @@ def write_report(workdir, split: str = 'test') -> epath.Path:
       data = base64.b64encode((eval_dir / name).read_bytes()).decode()
       parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{name}">'
                    f'<figcaption>{html.escape(caption)}</figcaption></figure>')
-  parts += ['<h2>Configuration</h2>', f'<pre>{html.escape(json.dumps(config, indent=1))}</pre>', '</body></html>']
+  parts += ['<h2>Configuration</h2>', f'<pre>{html.escape(config.to_json(indent=1))}</pre>', '</body></html>']
   path = workdir / REPORT
   path.write_text('\n'.join(parts))
   log.info('Report of %s -> %s', workdir, path)

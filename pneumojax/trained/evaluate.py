@@ -2,7 +2,7 @@
 
 Writes `workdir/eval/<split>/metrics.json` and PNG plots beside it. Protocol: the checkpoint is the best by
 validation ROC-AUC (unless a step is named); the operating threshold is chosen on the validation split's outputs
-of that checkpoint (`config.eval`, threshold.py) and stored in `workdir/threshold.json` for `pneumojax
+of that checkpoint (`config.eval`, by train/evaluator.py) and stored in `workdir/threshold.json` for `pneumojax
 predict`; the evaluated split chooses nothing. Two-class tasks are reported at the threshold 0.5 and at the
 validation-chosen one; three classes at the most probable class.
 """
@@ -17,11 +17,12 @@ from etils import epath
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from pneumojax import bootstrap, files, plots, threshold as threshold_lib
-from pneumojax import metrics as metrics_lib
-from pneumojax.config import default_config
-from pneumojax.data import paths, pipeline, splits, tasks
-from pneumojax.train import checkpoint, loop, parallel, step as step_lib, validate
+from pneumojax import atomic
+from pneumojax.data import pipeline, prepare, splits, tasks
+from pneumojax.evaluation import bootstrap, metrics as metrics_lib, plots
+from pneumojax.train import evaluator, files, parallel, preflight
+from pneumojax.train.run import eval_batches
+from pneumojax.trained import load
 
 METRICS = 'metrics.json'
 CONFIDENCE = 0.95
@@ -29,44 +30,21 @@ NUM_ERRORS_SHOWN = 16
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(workdir, step: int | None = None):
-  """(config, train state, step) of a run's best-on-validation checkpoint, or of checkpoint `step`.
-
-  The saved config is laid over today's defaults: fields added since the run was trained take their default.
-  """
-  workdir = epath.Path(workdir)
-  if not (workdir / 'checkpoints').is_dir():
-    raise FileNotFoundError(f'{workdir} holds no checkpoints/ folder: train first with '
-                            f'`pneumojax train --workdir {workdir} ...`, or pass the workdir of a trained run.')
-  with checkpoint.Checkpointer(workdir) as ckpt:
-    step = ckpt.best_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint with validation metrics in {ckpt.directory}.')
-    config = default_config()
-    config.update(ckpt.saved_config(step))
-    # The optimizer's schedule length does not change the state's structure: any positive step counts do.
-    state, _ = loop.initial_state(config, steps_per_epoch=1, total_steps=1)
-    return config, ckpt.restore(step, state), step
-
-
 def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = None,
                         eval_overrides: dict | None = None) -> dict:
   """Evaluates the best (or `step`) checkpoint of `workdir` on `split`; `eval_overrides` update `config.eval`."""
   workdir = epath.Path(workdir)
   chosen_on_validation = step is None
-  config, state, step = load_checkpoint(workdir, step)
+  run = load.load_run(workdir, step)
+  config, step = run.config, run.step
   config.eval.update(eval_overrides or {})
-  validate.check_batch_sizes(config)
-  builder = paths.get_builder(config.data)
-  dp = parallel.DataParallel(config.train.parallel, step_lib.train_step, step_lib.eval_step)
-  state = dp.replicate(state)
+  preflight.check_batch_sizes(config)
+  builder = prepare.get_builder(config.data)
+  dp = parallel.DataParallel(config.train.parallel)
   val_split = config.data.val_split
-  collected = {}
-  for name in dict.fromkeys([val_split, split]):
-    data, _ = pipeline.eval_dataset(builder, config.data, name, config.train.eval_batch_size,
-                                    jax.process_index(), jax.process_count())
-    collected[name] = loop.evaluate(dp, state, data)
-  point = threshold_lib.operating_point(collected[val_split].outputs.compute(), config.eval, val_split, step)
+  collected, point = evaluator.evaluate(config, dp, dp.replicate(run.state), step,
+                                        {name: eval_batches(builder, config, name)
+                                         for name in dict.fromkeys([val_split, split])})
   values = collected[split].outputs.compute()
   meta = splits.split_metadata(builder, split, config.data)
   thresholds = ({'fixed threshold': 0.5, 'validation-chosen threshold': point['threshold']} if point
@@ -93,9 +71,9 @@ def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = No
   out = workdir / 'eval' / split
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    files.write_json_atomic(out / METRICS, results)
+    atomic.write_json(out / METRICS, results)
     if point and chosen_on_validation:
-      threshold_lib.save(workdir, point)  # The threshold of the checkpoint that `predict` uses.
+      files.save_threshold(workdir, point)  # The threshold of the checkpoint that `predict` uses.
     _plots(out, workdir, builder, config, results, values, meta)
   log.info('%s (%d images), checkpoint step %d: %s -> %s', split, results['num_examples'], step,
            {name: {k: round(v, 4) for k, v in op.items() if isinstance(v, float)}

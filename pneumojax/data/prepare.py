@@ -1,4 +1,5 @@
-"""Where data is found: the config field, then an environment variable, then the TFDS default."""
+"""The prepared dataset of a data config: where it is found (the config field, then an environment variable, then the
+TFDS default), and its preparation from the downloaded data when it is not there yet."""
 
 import os
 

@@ -1,20 +1,14 @@
-"""The operating threshold of a two-class model: chosen on validation outputs only, stored in the workdir.
+"""The operating threshold of a two-class model, chosen on validation outputs only.
 
 A probability of the positive class (pneumonia; virus for 'bacteria_vs_virus') >= the threshold predicts it.
 The end of training and `pneumojax eval` choose it on `config.data.val_split` with the rule of `config.eval`
-and write `workdir/threshold.json`; `pneumojax predict` labels new images with it. Models of more than two
-classes have no threshold: they predict the most probable class.
+(train/evaluator.py) and store it in `workdir/threshold.json` (train/files.py); `pneumojax predict` labels new
+images with it. Models of more than two classes have no threshold: they predict the most probable class.
 """
 
-import json
-
 import numpy as np
-from etils import epath
 from sklearn import metrics as skm
 
-from pneumojax import files
-
-FILE = 'threshold.json'
 RULES = ('sensitivity', 'youden')
 
 
@@ -55,19 +49,3 @@ def operating_point(outputs: dict, eval_config, split: str, step: int) -> dict |
   value = choose(outputs['label'], probs[:, 1], eval_config.threshold_rule, eval_config.target_sensitivity)
   return {'threshold': value, 'rule': describe(eval_config), 'chosen_on': split, 'checkpoint_step': step}
 
-
-def save(workdir, point: dict) -> None:
-  files.write_json_atomic(epath.Path(workdir) / FILE, point)
-
-
-def load(workdir, step: int) -> dict:
-  """The operating point stored for checkpoint `step`; an error if there is none, or it is another step's."""
-  path = epath.Path(workdir) / FILE
-  if not path.exists():
-    raise FileNotFoundError(f'{path} is missing: run `pneumojax eval --workdir {workdir}` once, to choose the '
-                            'threshold on the validation split.')
-  point = json.loads(path.read_text())
-  if point['checkpoint_step'] != step:
-    raise ValueError(f'{path} holds the threshold of checkpoint step {point["checkpoint_step"]}, not of step '
-                     f'{step}: run `pneumojax eval --workdir {workdir}` to choose it again.')
-  return point

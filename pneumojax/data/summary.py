@@ -1,4 +1,5 @@
-"""The data report printed by `pneumojax prepare`: counts, patients, cross-split patients, duplicates, skips."""
+"""The summary of a dataset that `pneumojax prepare` prints: counts, patients, cross-split patients, duplicates,
+skips."""
 
 import collections
 import json
@@ -9,7 +10,7 @@ from pneumojax.data import builder as builder_lib
 from pneumojax.data import splits
 
 
-def data_report(builder, data_config) -> dict:
+def summarize(builder, data_config) -> dict:
   names = [s for s in splits.ALL if (s if s not in splits.PATIENT_DISJOINT else 'train') in builder.info.splits]
   meta = {s: splits.split_metadata(builder, s, data_config) for s in names}
   label_names = builder.info.features['label'].names
@@ -37,26 +38,26 @@ def data_report(builder, data_config) -> dict:
   }
 
 
-def format_report(report: dict) -> str:
-  columns = sorted({k for c in report['counts'].values() for k in c})
-  lines = [f"{report['dataset']} in {report['data_dir']}", '',
+def format_summary(summary: dict) -> str:
+  columns = sorted({k for c in summary['counts'].values() for k in c})
+  lines = [f"{summary['dataset']} in {summary['data_dir']}", '',
            '| split | ' + ' | '.join(columns) + ' | total | patients |',
            '|---' * (len(columns) + 3) + '|']
-  for split, counts in report['counts'].items():
+  for split, counts in summary['counts'].items():
     cells = [str(counts.get(c, 0)) for c in columns]
-    lines.append(f"| {split} | {' | '.join(cells)} | {report['totals'][split]} | {report['patients'][split]} |")
-  vpd = report['val_pd']
+    lines.append(f"| {split} | {' | '.join(cells)} | {summary['totals'][split]} | {summary['patients'][split]} |")
+  vpd = summary['val_pd']
   lines += ['', f"val_pd/train_pd: {vpd['fraction']:.0%} of train patients (seed {vpd['seed']}), no shared patient.",
-            f"Patient ids in more than one official split: {len(report['patients_in_several_splits'])} "
+            f"Patient ids in more than one official split: {len(summary['patients_in_several_splits'])} "
             '(the original release may number patients per split, so a shared id need not be one child)']
-  lines += [f'  {p}: {", ".join(s)}' for p, s in list(report['patients_in_several_splits'].items())[:20]]
-  if len(report['patients_in_several_splits']) > 20:
+  lines += [f'  {p}: {", ".join(s)}' for p, s in list(summary['patients_in_several_splits'].items())[:20]]
+  if len(summary['patients_in_several_splits']) > 20:
     lines.append('  ... (all of them with --json)')
-  groups = report['identical_file_groups']
+  groups = summary['identical_file_groups']
   lines.append(f'Groups of byte-identical files: {len(groups)} ({sum(map(len, groups))} files)')
   crossing = [g for g in groups if len({f.split("/")[0] for f in g}) > 1]
   lines.append(f'  of which span more than one split: {len(crossing)}')
   lines += [f'  {" = ".join(g)}' for g in crossing]
-  lines.append(f"Skipped unreadable files: {len(report['skipped_files'])}")
-  lines += [f"  {s['file']}: {s['error']}" for s in report['skipped_files']]
+  lines.append(f"Skipped unreadable files: {len(summary['skipped_files'])}")
+  lines += [f"  {s['file']}: {s['error']}" for s in summary['skipped_files']]
   return '\n'.join(lines)

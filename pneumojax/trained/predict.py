@@ -1,8 +1,8 @@
 """`pneumojax predict`: a trained run's best checkpoint on image files -> one CSV row per file.
 
 Each file goes through exactly the preprocessing of training and evaluation: decoded to 8-bit grayscale
-(`images.decode_grayscale`: JPEG/PNG, 8/16-bit, gray/RGB/RGBA), resized as the dataset builder stored it
-(`images.resize` at `data.resolution`, `data.resize`), then `pipeline.eval_images`. Two-class models label a
+(`images.read_image`: JPEG/PNG, 8/16-bit, gray/RGB/RGBA), resized as the dataset builder stored it (at
+`data.resolution`, `data.resize`), then `pipeline.eval_images`. Two-class models label a
 file with the threshold chosen on validation (`threshold.json`); more classes with the most probable class.
 A file that cannot be read gets a row with its error and no prediction; the others are still predicted.
 
@@ -11,7 +11,7 @@ CSV columns (new ones are only ever added at the end):
   three classes:  path, probability_pneumonia (1 - P(normal)), label, probability_<each class>, error, warning
 `error` says why a file could not be predicted (its probabilities and label are then empty); `warning` what its
 prediction should be read with: transparency that was ignored, or an image far smaller than the model's input
-(see `read_image`), several joined by '; '.
+(see `images.read_image`), several joined by '; '.
 """
 
 import csv
@@ -23,11 +23,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pneumojax import evaluate, threshold as threshold_lib
-from pneumojax import metrics as metrics_lib
 from pneumojax.data import images as images_lib
 from pneumojax.data import pipeline, tasks
+from pneumojax.evaluation import metrics as metrics_lib
 from pneumojax.train import step as step_lib
+from pneumojax.trained import load
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +58,16 @@ def _is_broken_link(path: pathlib.Path) -> bool:
   return path.is_symlink() and not path.exists()
 
 
-def read_image(path, data_config) -> tuple[np.ndarray, list[str]]:
-  """uint8 [R, R] as the dataset builder stores an image, and notes for the user; ImageReadError if unreadable.
-
-  The notes are those of `images.decode_grayscale` (ignored transparency), and one if the image's short side is
-  under half of R = `data.resolution`: enlarged more than 2x, it holds far less detail than the model was
-  trained on (a 200 px image for a 224 px model is fine; 16x16 is not), so its prediction deserves little trust.
-  """
-  path = pathlib.Path(path)
-  try:
-    data = path.read_bytes()
-  except OSError as e:
-    link = f'a symbolic link to {os.readlink(path)}, which ' if path.is_symlink() else ''
-    raise images_lib.ImageReadError(f'{path}: {link}cannot be read ({e.strerror}).') from e
-  pixels, notes = images_lib.decode_grayscale(data, str(path))
-  size = data_config.resolution
-  if 2 * min(pixels.shape) < size:
-    height, width = pixels.shape
-    notes.append(f"only {width}x{height} pixels, enlarged {size / min(pixels.shape):.0f}x to the model's "
-                 f'{size}x{size} input: far less detail than it was trained on.')
-  return images_lib.resize(pixels, size, data_config.resize), notes
-
-
 def predict_files(workdir, inputs, out_csv, batch_size: int = 64) -> dict:
   """Writes one row per image file of `inputs` to `out_csv`; returns a summary of the run.
 
   The CSV is written under a temporary name and renamed once complete, so an `out_csv` that exists is whole.
   """
   files = find_images(inputs)
-  config, state, step = evaluate.load_checkpoint(workdir)
+  run = load.load_run(workdir)
+  config, state, step = run.config, run.state, run.step
   names = tasks.class_names(config.data)
-  point = threshold_lib.load(workdir, step) if len(names) == 2 else None
+  point = run.threshold()
   decision = ('the most probable class' if point is None else
               f'the threshold {point["threshold"]:.4f} ({point["rule"]}, on {point["chosen_on"]!r})')
   # The eval step itself, so that predictions are what evaluation computes.
@@ -131,7 +110,7 @@ def _read(paths, data_config) -> tuple[dict, dict, dict]:
   pixels, failures, notes = {}, {}, {}
   for path in paths:
     try:
-      pixels[path], notes[path] = read_image(path, data_config)
+      pixels[path], notes[path] = images_lib.read_image(path, data_config)
     except images_lib.ImageReadError as e:
       failures[path] = str(e)
   return pixels, failures, notes

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pneumojax import evaluate, metrics, plots, predict, threshold
+from pneumojax.data import images as images_lib
 from pneumojax.data import pipeline, tasks
-from pneumojax.train import loop
+from pneumojax.evaluation import metrics, plots
+from pneumojax.trained import load
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +121,16 @@ def explain_files(workdir, files, out_dir=None) -> list[pathlib.Path]:
 
   The maps explain the class the model decides (at the validation-chosen threshold for two classes).
   """
-  config, state, step = evaluate.load_checkpoint(workdir)
+  run = load.load_run(workdir)
+  config, step = run.config, run.step
   names = tasks.class_names(config.data)
-  point = threshold.load(workdir, step) if len(names) == 2 else None
-  variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})}
-  explainer = Explainer(loop.build_model(config), variables)
+  point = run.threshold()
+  explainer = Explainer(run.model, run.variables)
   out_dir = pathlib.Path(out_dir or pathlib.Path(workdir) / 'explain')
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for path in map(pathlib.Path, files):
-    pixels, notes = predict.read_image(path, config.data)
+    pixels, notes = images_lib.read_image(path, config.data)
     for note in notes:
       log.warning('%s: %s', path, note)
     image = pipeline.eval_images(pixels[None, ..., None], config.data).numpy()

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from pneumojax import metrics
+from pneumojax.evaluation import metrics
 
 _MARKERS = 'o^sD'
 

@@ -11,7 +11,7 @@ A sweep file (`experiments/ablations/NAME.py`) defines `get_sweep()`, returning 
 
 Each run trains in `OUT/<name>`, the name made of the grid values and the seed (`data.resolution=64__seed=0`).
 A workdir with results.json is finished and skipped (after checking that it holds the same config); one with
-checkpoints but no results.json was interrupted and resumes from its latest checkpoint (train/loop.py); a
+checkpoints but no results.json was interrupted and resumes from its latest checkpoint (pneumojax.train); a
 cached-features run, which cannot resume, starts again (its old checkpoints are moved aside). Runs go one after
 the other in this process (no per-run import cost); a run that fails is recorded in its workdir's
 `sweep_error.txt` and the sweep goes on; the command exits non-zero at the end naming the failed runs. A signal
@@ -28,11 +28,13 @@ import time
 import traceback
 from pathlib import Path
 
-from pneumojax import cli, provenance, results_table
+import jax
+
+from pneumojax import config as config_lib
+from pneumojax.studies import tables
+from pneumojax.train import files, preemption, provenance
 
 ERROR = 'sweep_error.txt'
-# Where the data lives does not change a run: these may differ between a finished run and a rerun of the sweep.
-_LOCATION_FIELDS = ('data.data_dir', 'data.manual_dir', 'data.archive')
 log = logging.getLogger(__name__)
 
 
@@ -113,7 +115,7 @@ def run_config(sweep: Sweep, run: Run, config_args: list[str]):
   if clash:
     raise ValueError(f'{", ".join(sorted(clash))} is set by the sweep grid (or the seed); leave it off the command '
                      'line (use --seeds for seeds).')
-  config = cli.load_config(['--config', sweep.config, *config_args])
+  config = config_lib.load_config(['--config', sweep.config, *config_args])
   config.update_from_flattened_dict({k: v for k, v in sweep.overrides.items() if k not in given})
   config.update_from_flattened_dict(run.overrides)
   return config
@@ -127,20 +129,14 @@ def run_command(sweep: Sweep, run: Run, workdir: Path, config_args: list[str]) -
   return ' '.join(['pneumojax train', f'--config {sweep.config}', f'--workdir {workdir}', *fixed, *config_args, *grid])
 
 
-def _differences(saved: dict, requested: dict) -> list[str]:
-  flat_saved, flat_requested = results_table.flatten(saved), results_table.flatten(requested)
-  return sorted(k for k in flat_saved.keys() | flat_requested.keys()
-                if k not in _LOCATION_FIELDS and json.dumps(flat_saved.get(k), default=str)
-                != json.dumps(flat_requested.get(k), default=str))
-
-
 def run_one(config, workdir: Path, command: str) -> str:
   """Trains one run unless finished; returns 'skipped', 'resumed' or 'trained'. Raises what training raises."""
-  # Deferred: JAX and TensorFlow take seconds to import.
-  from pneumojax.train import loop
-  results = workdir / loop.RESULTS
+  from pneumojax import train  # Deferred: TensorFlow takes seconds to import.
+  results = workdir / files.RESULTS
   if results.exists():
-    differing = _differences(json.loads(results.read_text())['config'], json.loads(config.to_json()))
+    # Where the data lives does not change a run: it may differ between a finished run and a rerun of the sweep.
+    differing = [field for field in config_lib.differences(json.loads(results.read_text())['config'], config)
+                 if field not in config_lib.DATA_LOCATION_FIELDS]
     if differing:
       raise ValueError(f'{workdir} holds a finished run of another config (differing: {", ".join(differing)}). '
                        'Left untouched: use another --out, or remove that workdir.')
@@ -154,15 +150,12 @@ def run_one(config, workdir: Path, command: str) -> str:
                 workdir, aside)
     resumed = False
   with provenance.recorded_command(command):
-    loop.train_and_evaluate(config, str(workdir))
+    train.train_and_evaluate(config, str(workdir))
   return 'resumed' if resumed else 'trained'
 
 
 def run_sweep(sweep: Sweep, out: str | Path, config_args: list[str] = (), seeds=None) -> dict[str, str]:
   """Runs every run of `sweep` under `out`, then writes the tables; returns {run name: status or 'failed: ...'}."""
-  import jax  # Deferred, as above.
-
-  from pneumojax.train import preemption
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   runs = expand(sweep, seeds)
@@ -188,5 +181,5 @@ def run_sweep(sweep: Sweep, out: str | Path, config_args: list[str] = (), seeds=
       (workdir / ERROR).write_text(traceback.format_exc())
     finally:
       jax.clear_caches()  # Compiled programs of one run are of no use to the next; free their memory.
-  results_table.write_tables(out)
+  tables.write_tables(out)
   return statuses

@@ -1,12 +1,14 @@
-"""Checks a run's config and workdir before any expensive work, with messages that say what to change."""
+"""Preflight: checks a run's config and workdir before any expensive work, with messages that say what to change."""
 
 import os
 import tempfile
 
 import jax
 
-from pneumojax import models, threshold
+from pneumojax import models
 from pneumojax.data import builder, pipeline, splits, tasks
+from pneumojax.evaluation import threshold
+from pneumojax.models import layers
 from pneumojax.train import optim, parallel
 
 _CHOICES = {
@@ -21,6 +23,7 @@ _CHOICES = {
     'data.task': tuple(tasks.CLASS_NAMES),
     'eval.threshold_rule': threshold.RULES,
     'model.name': tuple(models.list_models()),
+    'model.layers': layers.CHOICES,
     'optim.name': optim.OPTIMIZERS,
     'optim.schedule': optim.SCHEDULES,
     'train.parallel': parallel.MODES,
@@ -36,7 +39,7 @@ def _get(config, dotted: str):
   return config
 
 
-def validate(config, workdir: str) -> None:
+def check(config, workdir: str) -> None:
   """Raises ValueError naming the first bad field (or an unwritable workdir) and the values it may take."""
   for field, choices in _CHOICES.items():
     if _get(config, field) not in choices:
@@ -48,10 +51,6 @@ def validate(config, workdir: str) -> None:
   for field, zero_means in _POSITIVE_OR_ZERO.items():
     if _get(config, field) < 0:
       raise ValueError(f'--config.{field}={_get(config, field)!r} must be positive, or 0 for {zero_means}.')
-  num_classes = len(tasks.CLASS_NAMES[config.data.task])
-  if config.model.num_classes != num_classes:  # Out-of-range labels would train without any error.
-    raise ValueError(f'--config.data.task={config.data.task!r} has {num_classes} classes: set '
-                     f'--config.model.num_classes={num_classes} (not {config.model.num_classes}).')
   if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
     raise ValueError('Set --config.train.num_epochs or --config.train.num_steps to a positive number.')
   if not 0 < config.data.val_fraction < 1:

@@ -1,0 +1,190 @@
+"""`pneumojax reproduce`: experiments/REPRODUCTION.md, our recorded results beside the papers' numbers.
+
+The papers' numbers are data, in experiments/papers.json: each setup with the directory its runs are recorded in
+(`experiments/results/<setup name>/<run>/results.json`, one run per seed), our config that makes them and how
+it deviates from the paper. Every number of ours in the page is read from those results files (and, for a single
+seed's 95% interval, from the run's `eval/test/metrics.json` written by `pneumojax eval`); a setup without
+results is listed as not run here, with its estimated cost where one has been entered (`estimate`). The sweeps'
+ablation tables (results.md under each sweep's folder) are linked, not copied.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pneumojax import config as config_lib
+from pneumojax.studies import tables
+
+PAPERS = 'experiments/papers.json'
+METRICS = ('accuracy', 'sensitivity', 'specificity', 'auc')
+_VAL = ('checkpoint (epoch) chosen by ROC-AUC on val_pd (10% of the train patients, patient-disjoint); test '
+        'evaluated once at threshold 0.5')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  name: str            # experiments/results/<name>/
+  source: str
+  paper_setup: str
+  paper: dict          # metric -> the paper's number, in %
+  config: str          # --config FILE:ARG
+  deviations: str
+  estimate: str = ''   # estimated cost of one run, from the benchmarks (experiments/bench/README.md)
+  train_flags: str = ''  # added to the train command (where the data is)
+
+  def command(self) -> str:
+    return (f'pneumojax train --config {self.config} --workdir experiments/results/{self.name}/seed0 '
+            f'--config.seed=0 {self.train_flags}')
+
+
+def load_setups(path=PAPERS) -> tuple[Setup, ...]:
+  """The setups of a papers file (experiments/papers.json)."""
+  papers = json.loads(Path(path).read_text())
+  return tuple(Setup(**setup, train_flags=papers['train_flags']) for setup in papers['setups'])
+
+
+def _stats(values: list[float]) -> dict:
+  values = np.asarray(values, float) * 100
+  return {'mean': float(np.mean(values)), 'n': len(values),
+          'sd': float(np.std(values, ddof=tables.DDOF)) if len(values) > 1 else math.nan,
+          'min': float(np.min(values)), 'max': float(np.max(values))}
+
+
+def _interval(run: dict, metric: str) -> list[float] | None:
+  """The 95% patient-bootstrap interval of a run's test metric at threshold 0.5, if `pneumojax eval` ran."""
+  path = run['workdir'] / 'eval' / 'test' / 'metrics.json'
+  if not path.exists():
+    return None
+  evaluated = json.loads(path.read_text())
+  if evaluated.get('checkpoint_step') != run['results'].get('checkpoint_step'):
+    return None  # Evaluated another checkpoint than results.json's.
+  interval = evaluated['operating_points'].get('fixed threshold', {}).get('ci95', {}).get(metric)
+  return [100 * v for v in interval] if interval else None
+
+
+def _ours(runs: list[dict], section: str, metric: str) -> str:
+  values = tables.metric_values(runs, section, metric)
+  if not values:
+    return '–'
+  s = _stats(values)
+  if s['n'] == 1:
+    interval = _interval(runs[0], metric) if section == 'test' else None
+    return f'{s["mean"]:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]' if interval else f'{s["mean"]:.1f}'
+  return f'{s["mean"]:.1f} ± {s["sd"]:.1f} ({s["min"]:.1f}–{s["max"]:.1f})'
+
+
+def _difference(runs: list[dict], section: str, metric: str, paper: float | None) -> str:
+  values = tables.metric_values(runs, section, metric)
+  if paper is None or not values:
+    return '–'
+  return f'{_stats(values)["mean"] - paper:+.1f}'
+
+
+def _hardware(run: dict) -> str:
+  info = run['results'].get('run')
+  if not info:
+    return 'not recorded'
+  hw = info['hardware']
+  return f'{hw["device_count"]}x {hw["device_kind"]} ({hw["backend"]}), {hw["cpu_count"]} CPUs'
+
+
+def _wall(runs: list[dict]) -> str:
+  walls = [r['results']['run']['wall_time_s'] for r in runs if 'run' in r['results']]
+  if not walls:
+    return 'not recorded'
+  resumed = any(r['results']['run'].get('resumed_from_step') for r in runs if 'run' in r['results'])
+  return f'{np.mean(walls) / 60:.1f} min' + (' (a resumed run: its last part only)' if resumed else '')
+
+
+def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
+  """'field=run value (config: file value)' for every field the runs changed from the setup's config file (by
+  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden."""
+  try:
+    default = config_lib.flatten(json.loads(config_lib.load_config(['--config', setup.config]).to_json()))
+  except SystemExit:
+    return ['(the config file could not be loaded here to compare)']
+  changes = set()
+  for run in runs:
+    for key, value in run['config'].items():
+      if key not in tables.IGNORED and key in default and default[key] != value:
+        changes.add(f'{key}={value} (config: {default[key]})')
+  return sorted(changes)
+
+
+def _setup_rows(setup: Setup, runs: list[dict]) -> list[str]:
+  rows = []
+  changes = _config_changes(setup, runs)
+  lines = [('test', f'ours, {_VAL}' + (f'; changed from the config: {", ".join(changes)}' if changes else ''))]
+  if any('test_at_val_threshold' in r['results'] for r in runs):
+    rule = next(r['results']['test_at_val_threshold'].get('rule') for r in runs
+                if 'test_at_val_threshold' in r['results'])
+    lines.append(('test_at_val_threshold', f'ours, the same checkpoint at the threshold chosen on val_pd ({rule})'))
+  if any('test_selected' in r['results'] for r in runs):
+    lines.append(('test_selected', 'ours, checkpoint chosen on the TEST set (Kermany et al.\'s protocol; optimistic)'))
+  for section, protocol in lines:
+    cells = []
+    for metric in METRICS:
+      paper = setup.paper.get(metric)
+      cells.append(f'{_ours(runs, section, metric)} / {"–" if paper is None else paper} / '
+                   f'{_difference(runs, section, metric, paper)}')
+    rows.append(f'| {setup.name} | {protocol} | {len(tables.metric_values(runs, section, "auc"))} | '
+                + ' | '.join(cells) + ' |')
+  return rows
+
+
+def _paper_numbers(setup: Setup) -> str:
+  return ' / '.join('–' if setup.paper.get(m) is None else f'{setup.paper[m]}' for m in METRICS)
+
+
+def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
+  """The page's Markdown; links are relative to `out_dir`, the folder the page is written to."""
+  results_dir, setups = Path(results_dir), load_setups(setups_file)
+  lines = ['# Reproduction of published results', '',
+           (f'Generated by `pneumojax reproduce` from the results.json files under `{results_dir}` and the papers\' '
+            f'numbers kept in `{setups_file}`. Every number of ours comes from a results file. Cells: '
+            'ours / paper / ours − paper, in % on the 624 test images. Ours: one seed shows its value and, where '
+            '`pneumojax eval` was run on it, the 95% patient-bootstrap interval in brackets; several seeds show '
+            f'mean ± sample sd (ddof={tables.DDOF}) and the range. Headline lines choose the checkpoint on '
+            'validation data and use the threshold 0.5; the line below each uses the same checkpoint at a '
+            'threshold chosen on validation data; a "TEST set" line is the optimistic protocol of Kermany et al., '
+            'shown only for comparison.'), '',
+           '| setup | protocol | n | ' + ' | '.join(METRICS) + ' |', '|---|---|---|' + '---|' * len(METRICS)]
+  details, missing = [], []
+  for setup in setups:
+    runs = tables.load_runs(results_dir / setup.name) if (results_dir / setup.name).is_dir() else []
+    if not runs:
+      missing.append(setup)
+      continue
+    lines += _setup_rows(setup, runs)
+    commands = sorted({r['results'].get('run', {}).get('command') or 'not recorded' for r in runs})
+    details += [f'### {setup.name}', '', f'- Paper: {setup.source}: {setup.paper_setup}.',
+                f'- Deviations: {setup.deviations}.',
+                (f'- Seeds: {", ".join(str(r["config"].get("seed")) for r in runs)}; checkpoint steps: '
+                 f'{", ".join(str(r["results"].get("checkpoint_step")) for r in runs)}.'),
+                f'- Hardware: {"; ".join(sorted({_hardware(r) for r in runs}))}. Wall time per run: {_wall(runs)}.',
+                '- Commands:', *[f'  - `{c}`' for c in commands], '']
+  if not details:
+    lines.append('| no results recorded yet | | | | | | |')
+  lines += ['', '## Setups', ''] + (details or ['No results recorded yet.', ''])
+  if missing:
+    lines += ['## Not run here', '',
+              '| setup | paper | paper ' + '/'.join(METRICS) + ' | deviations | command | estimated cost |',
+              '|---|---|---|---|---|---|']
+    lines += [f'| {s.name} | {s.source}: {s.paper_setup} | {_paper_numbers(s)} | {s.deviations} | `{s.command()}` | '
+              f'{s.estimate or "not estimated"} |' for s in missing]
+    lines.append('')
+  names = {s.name for s in setups}
+  sweeps = sorted(p for p in results_dir.glob('*/results.md') if p.parent.name not in names)
+  if sweeps:
+    lines += ['## Ablations (sweep tables)', '',
+              *[f'- [{p.parent.name}]({os.path.relpath(p, out_dir)})' for p in sweeps], '']
+  return '\n'.join(lines)
+
+
+def write(results_dir='experiments/results', out='experiments/REPRODUCTION.md', setups_file=PAPERS) -> str:
+  Path(out).write_text(render(results_dir, setups_file, Path(out).parent))
+  return out

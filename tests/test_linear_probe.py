@@ -1,0 +1,105 @@
+"""The linear-probe trainer (train/linear_probe.py): a frozen backbone's cached features and a softmax head trained
+on them, evaluated by the same evaluator as every run."""
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pneumojax import models, train, weights
+from pneumojax.config import default_config
+from pneumojax.models.head import Head
+from pneumojax.train import checkpoint, linear_probe, test_history
+from tests.helpers import assert_best_checkpoint_keeps, pretrained_run_config, tiny_backbone, tiny_config
+
+KEY = jax.random.key(0, impl='rbg')
+
+
+def test_extract_features_returns_the_backbone_features_of_the_real_examples_only():
+  model = tiny_backbone()
+  images = np.random.default_rng(1).normal(size=(5, 4, 4, 1)).astype(np.float32)
+  padded = {'image': np.concatenate([images, np.zeros((3, 4, 4, 1), np.float32)]),
+            'label': np.array([0, 1, 1, 0, 1, 0, 0, 0], np.int32), 'mask': np.array([1] * 5 + [0] * 3, np.float32)}
+  dataset = tf.data.Dataset.from_tensor_slices(padded).batch(4)
+  variables = model.init(KEY, images, train=False)
+  cached = linear_probe.extract_features(model, variables, dataset)
+  np.testing.assert_allclose(cached['features'], model.clone(features_only=True).apply(variables, images, train=False),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(cached['label'], [0, 1, 1, 0, 1])
+
+
+def _separable_features(rng, n, shift):
+  labels = rng.integers(0, 2, n)
+  return {'features': (rng.normal(size=(n, 8)) + shift * labels[:, None]).astype(np.float32), 'label': labels}
+
+
+def test_train_head_learns_separable_features_and_reports_every_epoch():
+  rng = np.random.default_rng(0)
+  config = default_config()
+  config.optim.update({'learning_rate': 0.05, 'schedule': 'constant'})
+  config.train.update({'num_epochs': 3, 'batch_size': 16, 'eval_batch_size': 32})
+  head = Head(num_classes=2)
+  initial = head.init(KEY, np.zeros((1, 8), np.float32), train=False)['params']
+  epochs = list(linear_probe.train_head(config, head, initial, _separable_features(rng, 160, 2),
+                                        _separable_features(rng, 50, 2)))
+  assert [epoch for epoch, _, _ in epochs] == [1, 2, 3]
+  assert epochs[-1][2]['auc'] > 0.95 and epochs[-1][2]['num_examples'] == 50
+
+
+def test_train_head_evaluates_the_test_features_after_every_epoch():
+  rng = np.random.default_rng(0)
+
+  def split(n):  # separable features: the label shifts the first coordinate
+    labels = rng.integers(0, 2, n)
+    return {'features': (rng.normal(size=(n, 8)) + 3 * labels[:, None] * np.eye(8)[0]).astype(np.float32),
+            'label': labels}
+  config = default_config()
+  config.train.update({'num_epochs': 3, 'batch_size': 32, 'eval_batch_size': 64})
+  config.optim.update({'learning_rate': 0.1, 'schedule': 'constant'})
+  head = Head(num_classes=2)
+  initial = head.init(jax.random.key(0), np.zeros((1, 8), np.float32), train=False)['params']
+  epochs = list(linear_probe.train_head(config, head, initial, split(160), split(50), test=split(70)))
+  assert [epoch for epoch, _, _ in epochs] == [1, 2, 3]
+  for _, _, val_results in epochs:
+    assert val_results['num_examples'] == 50 and val_results['test']['num_examples'] == 70
+  assert epochs[-1][2]['test']['auc'] > 0.9
+
+
+@pytest.mark.slow  # Prepares the 64 px dataset and runs a backbone over 5.8k images.
+def test_cached_features_run_keeps_the_pretrained_backbone_and_reports_test_metrics(builder64, tfds_dir, tmp_path):
+  config, pretrained = pretrained_run_config(tfds_dir, tmp_path, cached_features=True, num_epochs=2, batch_size=64)
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['test']['num_examples'] == 624 and results['checkpoint_step'] in (1, 2)
+  assert_best_checkpoint_keeps(tmp_path / 'run', pretrained)
+
+
+@pytest.mark.slow  # Two ResNet compilations: over a minute on a 2-core CPU.
+def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch(builder64, tfds_dir, tmp_path,
+                                                                                  monkeypatch):
+  extracted, extract = [], linear_probe.extract_features
+
+  def features_of_a_subset(model, variables, dataset):  # the real backbone pass, on the first batch only: fast
+    features = extract(model, variables, dataset.take(1))
+    extracted.append(len(features['label']))
+    return features
+  monkeypatch.setattr(linear_probe, 'extract_features', features_of_a_subset)
+  config = tiny_config(tfds_dir, -1)
+  config.data.channels = 3
+  config.model.update({'name': 'resnet18', 'init_from': str(tmp_path / 'pretrained')})
+  config.model.kwargs = {'num_filters': 4}  # replaces tiny_config's simple_cnn widths
+  config.train.update({'cached_features': True, 'num_epochs': 4, 'batch_size': 256})
+  config.eval.report_test_selected = True
+  backbone = models.get_model('resnet18', num_filters=4, features_only=True)
+  init = jax.jit(lambda: backbone.init(jax.random.key(0), np.zeros((1, 64, 64, 3)), train=False))  # op by op is slow
+  weights.save(tmp_path / 'pretrained', init())
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  history = {h['step']: h['metrics'] for h in test_history.load(tmp_path / 'run')}
+  assert extracted == [256, 256, 256]  # train, val and (for the report) test features
+  assert sorted(history) == [1, 2, 3, 4] and all(h['num_examples'] == 256 for h in history.values())
+  with checkpoint.Checkpointer(tmp_path / 'run') as ckpt:
+    assert results['checkpoint_step'] == ckpt.best_step()
+  assert results['test']['num_examples'] == 624  # the headline: the whole test split, val-chosen epoch
+  chosen = results['test_selected']
+  assert chosen['auc'] == max(h['auc'] for h in history.values()) and chosen['num_evaluations'] == 4
+  assert chosen['auc'] == history[chosen['checkpoint_step']]['auc'] and 'OPTIMISTIC' in chosen['protocol']
+  assert results['run']['wall_time_s'] > 0

@@ -1,0 +1,34 @@
+"""REPRODUCTION.md: our numbers from the results files, beside the papers' numbers of experiments/papers.json."""
+
+import json
+import shutil
+
+import numpy as np
+
+from pneumojax.studies import reproduction
+from pneumojax.train import files
+from tests.helpers import REPO
+
+PAPERS = REPO / 'experiments' / 'papers.json'
+
+
+def test_reproduction_page_numbers_come_from_the_results_files(swept, tmp_path):
+  _, out, runs, _, _ = swept
+  results_dir = tmp_path / 'results'
+  setup = reproduction.load_setups(PAPERS)[1]  # kermany2018_binary_mobilenet_v2
+  for run in runs[:2]:  # two seeds of one config stand in for that setup's runs
+    shutil.copytree(out / run.name, results_dir / setup.name / run.name,
+                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  page = reproduction.render(results_dir, PAPERS)
+  accuracies = [100 * json.loads((out / r.name / files.RESULTS).read_text())['test']['accuracy'] for r in runs[:2]]
+  mean, sd = np.mean(accuracies), np.std(accuracies, ddof=1)
+  assert f'{mean:.1f} ± {sd:.1f} ({min(accuracies):.1f}–{max(accuracies):.1f}) / 92.8 / {mean - 92.8:+.1f}' in page
+  assert 'TEST set' in page  # the test-selected line, labelled
+  at_val = [100 * json.loads((out / r.name / files.RESULTS).read_text())['test_at_val_threshold']['sensitivity']
+            for r in runs[:2]]
+  assert 'threshold chosen on val_pd' in page
+  assert f'{np.mean(at_val):.1f} ± {np.std(at_val, ddof=1):.1f} ({min(at_val):.1f}–{max(at_val):.1f}) / 93.2' in page
+  # The tiny runs differ from the setup's config file, and the row says how (e.g. another model).
+  assert 'changed from the config: ' in page and '(config: mobilenet_v2)' in page
+  not_run = page.split('## Not run here')[1]
+  assert setup.name not in not_run and 'kermany2018_binary_inception_v3' in not_run and 'jain2020_model1' in not_run
