@@ -96,7 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
   distributed.num_processes = 0           # 0: detected.
   distributed.process_id = -1             # -1: detected.
   distributed.cpu_collectives = 'gloo'    # collectives between CPU processes.
-  distributed.cpu_devices = 0             # >0: this many JAX devices per process on a CPU host (faster; see there).
+  distributed.cpu_devices = 0             # JAX devices per process on a CPU host; 0: chosen (see there).
 
   config.eval = evaluation = ml_collections.ConfigDict()
   # The operating threshold of two-class tasks, chosen on the validation split (never on test): 'sensitivity'

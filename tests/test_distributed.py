@@ -30,14 +30,24 @@ def test_two_processes_train_like_one_with_two_devices(builder64, tfds_dir, tmp_
   assert (tmp_path / 'two' / files.RESULTS).exists()
 
 
+def test_auto_cpu_devices_are_two_per_core_and_divide_the_batches():
+  assert distributed.auto_cpu_devices((64, 256), cpu_count=2) == 4
+  assert distributed.auto_cpu_devices((64, 256), cpu_count=64) == distributed.MAX_AUTO_CPU_DEVICES
+  assert distributed.auto_cpu_devices((6, 256), cpu_count=2) == 2
+  assert distributed.auto_cpu_devices((7, 256), cpu_count=2) == 1
+
+
 def test_cpu_devices_split_the_host_and_refuse_a_late_change(builder64, tfds_dir, tmp_path):
-  # In this process JAX has started: the same count is accepted, another is a clear error.
+  # In this process JAX has started: the same count is accepted, another is a clear error, and the automatic
+  # choice (0) keeps the running count.
   config = tiny_config(tfds_dir, 2)
   config.distributed.cpu_devices = jax.device_count()
-  distributed.initialize(config.distributed)
+  distributed.initialize(config)
+  config.distributed.cpu_devices = 0
+  distributed.initialize(config)
   config.distributed.cpu_devices = jax.device_count() + 1
   with pytest.raises(ValueError, match='already runs with'):
-    distributed.initialize(config.distributed)
+    distributed.initialize(config)
   # A new process trains on 2 CPU devices (the global batch of 32 split in two).
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   command = [sys.executable, '-m', 'pneumojax.cli', 'train', '--config', 'experiments/quickstart.py',

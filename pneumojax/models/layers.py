@@ -73,22 +73,25 @@ def _max_over_windows_bwd(residuals, g):
 _max_over_windows.defvjp(_max_over_windows_fwd, _max_over_windows_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm_train(x, scale, bias, epsilon):
-  """((x - mean) * rsqrt(var + epsilon) * scale + bias, mean, var), the moments over all but the last axis."""
-  return _batch_norm_fwd(x, scale, bias, epsilon)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _batch_norm_train(x, scale, bias, epsilon, axis_name):
+  """((x - mean) * rsqrt(var + epsilon) * scale + bias, mean, var), the moments over all but the last axis (and
+  over the devices of `axis_name`, if given: the statistics of the global batch)."""
+  return _batch_norm_fwd(x, scale, bias, epsilon, axis_name)[0]
 
 
-def _batch_norm_fwd(x, scale, bias, epsilon):
+def _batch_norm_fwd(x, scale, bias, epsilon, axis_name):
   axes = tuple(range(x.ndim - 1))
-  mean = jnp.mean(x, axis=axes)
-  var = jnp.maximum(jnp.mean(jnp.square(x), axis=axes) - jnp.square(mean), 0.0)  # flax's fast variance.
+  mean, mean_square = jnp.mean(x, axis=axes), jnp.mean(jnp.square(x), axis=axes)
+  if axis_name is not None:
+    mean, mean_square = lax.pmean((mean, mean_square), axis_name)
+  var = jnp.maximum(mean_square - jnp.square(mean), 0.0)  # flax's fast variance.
   inv_std = lax.rsqrt(var + epsilon)
   y = (x - mean) * (inv_std * scale) + bias  # flax's formulation
   return (y, mean, var), (x, mean, inv_std, scale)
 
 
-def _batch_norm_bwd(epsilon, residuals, cotangents):
+def _batch_norm_bwd(epsilon, axis_name, residuals, cotangents):
   del epsilon
   x, mean, inv_std, scale = residuals
   dy, d_mean, d_var = cotangents
@@ -97,7 +100,12 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
   normalized = (x - mean) * inv_std  # recomputed: cheaper than keeping another activation-sized array
   d_bias = jnp.sum(dy, axis=axes)
   d_scale = jnp.sum(dy * normalized, axis=axes)
-  dx = (scale * inv_std) * (dy - d_bias / n - normalized * (d_scale / n))
+  # dx needs the sums over the global batch; scale and bias get this device's share (the step sums the shares).
+  sum_bias, sum_scale = d_bias, d_scale
+  if axis_name is not None:
+    sum_bias, sum_scale, d_mean, d_var = lax.psum((d_bias, d_scale, d_mean, d_var), axis_name)
+    n = n * lax.axis_size(axis_name)
+  dx = (scale * inv_std) * (dy - sum_bias / n - normalized * (sum_scale / n))
   # The statistics' own cotangents: zero in training (they only feed batch_stats), kept for exactness.
   dx = dx + d_mean / n + d_var * 2.0 * (x - mean) / n
   return dx, d_scale, d_bias
@@ -107,8 +115,10 @@ _batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nn.Module):
-  """`flax.linen.BatchNorm` over the last axis (no cross-device statistics): the same variables and outputs."""
+  """`flax.linen.BatchNorm` over the last axis, with its variables, outputs and `axis_name` (statistics over the
+  devices of that axis too: synchronised BatchNorm)."""
   use_running_average: bool = False
+  axis_name: str | None = None
   momentum: float = 0.99
   epsilon: float = 1e-5
   use_bias: bool = True
@@ -131,11 +141,36 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       y = (x32 - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
     else:
-      y, mean, var = _batch_norm_train(x32, scale, bias, self.epsilon)
+      # No collective while initialising: init runs outside the devices' mapped context.
+      axis_name = None if self.is_initializing() else self.axis_name
+      y, mean, var = _batch_norm_train(x32, scale, bias, self.epsilon, axis_name)
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
     return y.astype(self.dtype or x.dtype)
+
+
+class Dropout(nn.Module):
+  """`flax.linen.Dropout` whose mask, with `axis_name`, is drawn for the global batch and sliced: every device
+  draws the same mask from the same key and keeps its own rows, so the masks do not depend on how the batch is
+  split over devices. The batch must be split evenly and in order over the axis (as parallel.py does)."""
+  rate: float
+  deterministic: bool = False
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    if self.deterministic or self.rate == 0:
+      return x
+    keep_rate = 1.0 - self.rate
+    key = self.make_rng('dropout')
+    if self.axis_name is None:
+      keep = jax.random.bernoulli(key, keep_rate, x.shape)
+    else:
+      rows = x.shape[0]
+      keep = jax.random.bernoulli(key, keep_rate, (rows * lax.axis_size(self.axis_name), *x.shape[1:]))
+      keep = lax.dynamic_slice_in_dim(keep, lax.axis_index(self.axis_name) * rows, rows)
+    return lax.select(keep, x / keep_rate, jnp.zeros_like(x))
 
 
 def _pads(shape, window, strides, padding):

@@ -50,7 +50,7 @@ class SimpleCNN(Classifier):
         x = nn.relu(x)
       x = self.layers.max_pool(x, (2, 2), strides=(2, 2))
       if self.block_dropout_rate:
-        x = nn.Dropout(self.block_dropout_rate, deterministic=not train)(x)
+        x = self.dropout(self.block_dropout_rate, train)(x)
     if self.pooling == 'avg':
       x = jnp.mean(x, axis=(1, 2))
     elif self.pooling == 'flatten':
@@ -61,7 +61,7 @@ class SimpleCNN(Classifier):
       return x.astype(jnp.float32)
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = self.dropout(self.dropout_rate, train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)(x)
     return x.astype(jnp.float32)
 

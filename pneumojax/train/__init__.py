@@ -15,7 +15,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # benchmark runs without TensorFlow).
   from pneumojax.train import distributed, finetune, linear_probe, preflight
   started = time.perf_counter()  # results.json's wall time: everything this call does, compilation included.
-  distributed.initialize(config.distributed)  # First: nothing may start JAX's backends before it.
+  distributed.initialize(config)  # First: nothing may start JAX's backends before it.
   preflight.check(config, workdir)
   trainer = linear_probe if config.train.cached_features else finetune
   return trainer.train_and_evaluate(config, workdir, started)

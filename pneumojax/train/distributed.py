@@ -12,15 +12,38 @@ global (jit) or gathered (pmap); only process 0 writes logs and results, and Orb
 
 `distributed.cpu_devices=N` splits each process's CPU into N JAX devices: data parallelism over the cores. XLA:CPU
 leaves cores idle in one device's step; on 2 cores the quickstart CNN's step ran 1.8x faster as 4 devices
-(experiments/bench/README.md). As on several GPUs, BatchNorm then normalises over each device's share of the batch.
+(experiments/bench/README.md). BatchNorm and dropout work on the global batch (models/base.py), so the device count
+changes nothing but float rounding: the default 0 chooses it (`auto_cpu_devices`). It only matters where JAX runs on
+the CPU; on a GPU or TPU host the CPU devices are not used.
 """
+
+import os
 
 import jax
 
+MAX_AUTO_CPU_DEVICES = 8
 
-def initialize(distributed_config) -> None:
+
+def auto_cpu_devices(batch_sizes, cpu_count: int | None = None) -> int:
+  """The CPU device count chosen when `distributed.cpu_devices=0`: two per core (XLA:CPU leaves cores idle in one
+  device's step), at most MAX_AUTO_CPU_DEVICES, and a divisor of every batch size."""
+  limit = min(MAX_AUTO_CPU_DEVICES, 2 * (cpu_count or os.cpu_count() or 1))
+  return max(n for n in range(1, limit + 1) if all(size % n == 0 for size in batch_sizes))
+
+
+def initialize(config) -> None:
   """Before anything starts JAX's backends: the CPU device count, then jax.distributed if asked for."""
-  split_cpu(distributed_config.cpu_devices)
+  distributed_config = config.distributed
+  if distributed_config.cpu_devices:
+    split_cpu(distributed_config.cpu_devices)
+  else:
+    # With jax.distributed the process count is not known yet: one device per process.
+    count = 1 if distributed_config.initialize else auto_cpu_devices(
+        (config.train.batch_size, config.train.eval_batch_size))
+    try:
+      jax.config.update('jax_num_cpu_devices', count)
+    except RuntimeError:  # JAX already runs in this process (an earlier run): its device count stays.
+      pass
   if not distributed_config.initialize:
     return
   # Only the CPU backend reads this; it must be set before the backends start.

@@ -108,7 +108,7 @@ def train_and_evaluate(config, workdir, started: float) -> dict:
   class_weights = None
   if config.data.class_balance == 'weights':
     class_weights = step.class_weights_from_counts(np.bincount(cached['train']['label'], minlength=model.num_classes))
-  head = Head(model.num_classes, model.hidden, model.dropout_rate, model.dtype)
+  head = Head(model.num_classes, model.hidden, model.dropout_rate, model.dtype, model.batch_axis)
   history = [] if 'test' in cached else None
   for epoch, head_params, val_results in train_head(config, head, state.params[HEAD], cached['train'],
                                                     cached['val'], class_weights, cached.get('test')):

@@ -14,17 +14,18 @@ import jax
 
 from pneumojax import models
 from pneumojax.data import pipeline, tasks
-from pneumojax.train import evaluator, files, optim, provenance, test_history
+from pneumojax.train import evaluator, files, optim, parallel, provenance, test_history
 from pneumojax.train.state import create_train_state, with_pretrained
 
 log = logging.getLogger(__name__)
 
 
 def build_model(config):
-  """The configured model, with one output per class of `data.task`."""
+  """The configured model, with one output per class of `data.task`, its BatchNorm and dropout over the global
+  batch of the devices' `parallel.AXIS`."""
   return models.get_model(config.model.name, num_classes=tasks.num_classes(config.data), dtype=config.model.dtype,
                           freeze_batch_norm=config.model.freeze_batch_norm, layers=config.model.layers,
-                          **config.model.kwargs)
+                          batch_axis=parallel.AXIS, **config.model.kwargs)
 
 
 def initial_state(config, steps_per_epoch: int, total_steps: int):

@@ -30,13 +30,15 @@ def train_step(state, batch, *, class_weights=None, axis_name='batch'):
 
   loss = sum_i w_i ce_i / sum_i w_i over the global batch, where w_i = mask_i * class_weights[label_i].
   Padding examples (mask 0) count in neither loss nor accuracy, but in train mode they do enter BatchNorm's
-  batch statistics: feed full training batches.
+  batch statistics: feed full training batches. Every device passes the model the same dropout key: models built
+  with `batch_axis=axis_name` (models/base.py; `run.build_model`) draw their masks for the global batch from it and
+  normalise over the global batch, so the step computes the same on any number of devices, up to float rounding.
   """
   labels, mask = batch['label'], batch['mask']
   weights = mask if class_weights is None else mask * jnp.asarray(class_weights, jnp.float32)[labels]
   total_weight = lax.psum(weights.sum(), axis_name)
-  # Depends on step and device only, so a resumed run draws the same masks.
-  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(axis_name))
+  # Depends on the step only, so a resumed run draws the same masks.
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     variables = _variables(state, params)
