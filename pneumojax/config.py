@@ -48,6 +48,9 @@ def default_config() -> ml_collections.ConfigDict:
   data.class_balance = 'none'  # 'none', 'weights' (class-weighted loss) or 'oversample'.
   data.task = 'binary'         # 'binary', 'three_class' or 'bacteria_vs_virus' (data/tasks.py): sets the model's
                                # number of classes.
+  # Splits whose uint8 images fit this many MiB are held on every device, their batches made and augmented inside
+  # the jitted step (data/device.py); larger ones, or 0, are read through the tf.data pipeline.
+  data.device_memory_mb = 1024
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'simple_cnn'
@@ -84,6 +87,8 @@ def default_config() -> ml_collections.ConfigDict:
   train.num_steps = -1         # >0 overrides num_epochs.
   train.parallel = 'jit'       # 'jit' (jax.jit over jax.shard_map) or 'pmap'.
   train.log_every_steps = 20
+  # Training steps per dispatch (lax.scan) with the data on the devices; 0: 1 on CPU, log_every_steps elsewhere.
+  train.steps_per_dispatch = 0
   train.eval_every_steps = 0   # validation (and a checkpoint) every this many steps; 0: every epoch.
   train.checkpoint_keep = 2    # latest checkpoints kept (the best-by-val-AUC one is always kept too).
   # True: Kermany et al.'s transfer learning: the frozen backbone's features computed once, then only the head

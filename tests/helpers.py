@@ -40,6 +40,13 @@ def tiny_config(tfds_dir, num_steps, manual_dir=CHEST_XRAY, resolution=64):
   return config
 
 
+def final_state(config, workdir):
+  """The train state of the latest checkpoint in `workdir`."""
+  from pneumojax.train import checkpoint, run  # Deferred: JAX and TensorFlow only where a test trains.
+  with checkpoint.Checkpointer(workdir) as ckpt:
+    return ckpt.restore(ckpt.latest_step(), run.abstract_state(config))
+
+
 NUM_STEPS = 40  # of robust_config: long enough to be interrupted after its first checkpoint
 
 

@@ -10,13 +10,8 @@ import pytest
 from pneumojax import config as config_lib
 from pneumojax import train
 from pneumojax.train import checkpoint, files, run
-from tests.helpers import (CHEST_XRAY, assert_best_checkpoint_keeps, outcome, pretrained_run_config,
+from tests.helpers import (CHEST_XRAY, assert_best_checkpoint_keeps, final_state, outcome, pretrained_run_config,
                            tiny_config)
-
-
-def _final_state(config, workdir):
-  with checkpoint.Checkpointer(workdir) as ckpt:
-    return ckpt.restore(ckpt.latest_step(), run.abstract_state(config))
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +37,7 @@ def test_resume_equals_an_uninterrupted_run(six_step_run, tfds_dir, tmp_path):
   config, workdir, _ = six_step_run
   train.train_and_evaluate(tiny_config(tfds_dir, 3), str(tmp_path))  # "interrupted" after 3 steps
   train.train_and_evaluate(tiny_config(tfds_dir, 6), str(tmp_path))  # started again on the same workdir
-  resumed, uninterrupted = _final_state(config, tmp_path), _final_state(config, workdir)
+  resumed, uninterrupted = final_state(config, tmp_path), final_state(config, workdir)
   assert int(resumed.step) == 6
   for a, b in zip(jax.tree.leaves((resumed.params, resumed.opt_state, resumed.batch_stats)),
                   jax.tree.leaves((uninterrupted.params, uninterrupted.opt_state, uninterrupted.batch_stats))):

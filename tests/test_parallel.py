@@ -19,8 +19,10 @@ import optax
 import pytest
 
 from pneumojax import models
+from pneumojax.config import default_config
+from pneumojax.data import device
 from pneumojax.train import step
-from pneumojax.train.parallel import DataParallel
+from pneumojax.train.parallel import AXIS, DataParallel
 from pneumojax.train.state import create_train_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ MODELS = {
     'plain': {'widths': (4, 8), 'use_bn': False, 'dropout_rate': 0.0},
 }
 RUNS = ('bn_dropout/pmap', 'bn_dropout/jit', 'bn_dropout_flax/jit', 'plain/jit')  # model/mode
+DEVICE_DATA_RUNS = ('pmap', 'jit')  # the same steps with the data on the devices (data/device.py)
 
 
 def _batch(seed):
@@ -89,12 +92,48 @@ def _run_worker():
         'eval_passthrough_ok': bool(np.array_equal(outputs['label'], eval_batch['label'])
                                     and np.array_equal(outputs['mask'], eval_batch['mask'])),
     }
+  for mode in DEVICE_DATA_RUNS:
+    results[f'device_data/{mode}'] = _device_data_run(mode, train_step)
   try:
     dp.shard(jax.tree.map(lambda x: x[:jax.local_device_count() + 1], _batch(0)))
     indivisible_error = None
   except ValueError as e:
     indivisible_error = str(e)
   print(json.dumps({'runs': results, 'indivisible_error': indivisible_error}))
+
+
+def _device_data_run(mode, train_step):
+  """Training steps whose augmented batches are made on the devices from a replicated split, and the split's
+  evaluation on the devices."""
+  data_config = default_config().data
+  data_config.resolution = 32
+  rng = np.random.default_rng(0)
+  arrays = {'image': rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8),
+            'label': rng.integers(0, 2, 40).astype(np.int32), 'mask': np.ones(40, np.float32)}
+  make_batch = functools.partial(device.train_batch, seed=0, batch_size=GLOBAL_BATCH, data_config=data_config,
+                                 class_counts=tuple(np.bincount(arrays['label'], minlength=2).tolist()),
+                                 axis_name=AXIS)
+  model = models.get_model('simple_cnn', **MODELS['bn_dropout'])
+  host_state = create_train_state(model, optax.sgd(0.1, momentum=0.9), jax.random.key(0, impl='rbg'), (32, 32, 1))
+  dp = DataParallel(mode, train_step, make_train_batch=make_batch, steps_per_dispatch=2,
+                    make_eval_batch=functools.partial(device.eval_batch, data_config=data_config),
+                    eval_chunk=GLOBAL_BATCH // jax.device_count())
+  state, on_devices = dp.replicate(host_state), dp.replicate(arrays)
+  roundtrip = dp.unreplicate(dp.replicate(arrays))
+  losses = []
+  for num_steps in (2, 1):  # a full dispatch, then one of one real step
+    state, metrics = dp.train_steps(state, on_devices, num_steps)
+    losses += np.asarray(jax.device_get(metrics['loss'].addressable_data(0))).reshape(-1)[:num_steps].tolist()
+  outputs = dp.eval_split(state, dp.put_sharded('eval', _local(arrays)))
+  final = dp.unreplicate(state)
+  expected = jax.nn.softmax(final.apply_fn({'params': final.params, 'batch_stats': final.batch_stats},
+                                           device.eval_batch(arrays, data_config)['image'], train=False))
+  return {'losses': losses, 'final_step': int(final.step),
+          'roundtrip_ok': all(np.array_equal(roundtrip[k], v) for k, v in arrays.items()),
+          'eval_passthrough_ok': bool(np.array_equal(outputs['label'], arrays['label'])),
+          'replicas_identical': all(all(np.array_equal(shard.data, leaf.addressable_shards[0].data)
+                                        for shard in leaf.addressable_shards) for leaf in jax.tree.leaves(state.params)),
+          'eval_probs_error': float(np.abs(outputs['probs'] - expected).max())}
 
 
 def _start_worker(num_devices, **env):
@@ -125,7 +164,7 @@ def test_pmap_and_jit_give_the_same_losses(results, n):
   assert pmap['final_step'] == jit['final_step'] == NUM_STEPS
 
 
-@pytest.mark.parametrize('run', RUNS)
+@pytest.mark.parametrize('run', RUNS + tuple(f'device_data/{mode}' for mode in DEVICE_DATA_RUNS))
 def test_losses_do_not_depend_on_the_device_count(results, run):
   """Synchronised BatchNorm and global-batch dropout masks: splitting the global batch over 1, 2 or 4 devices
   computes the same steps, up to float rounding (the order of the sums)."""

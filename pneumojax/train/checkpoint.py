@@ -33,6 +33,7 @@ MAY_CHANGE_ON_RESUME = (
     *config_lib.DATA_LOCATION_FIELDS,  # where the data is, not what it is
     'train.num_epochs', 'train.num_steps',  # extending a run (a decaying schedule follows the new length from here)
     'train.log_every_steps', 'train.checkpoint_keep',  # logging; how many latest steps are kept besides the best
+    'train.steps_per_dispatch',  # how many steps run per dispatch: the same steps either way
     'train.eval_batch_size',  # memory: every example is still evaluated once
     # How the run executes: jit or pmap, over which processes and devices, with which layer implementations (a
     # resumed run may find other hardware; the device count is not in the config either).

@@ -30,7 +30,9 @@ _CHOICES = {
 }
 _POSITIVE = ('train.batch_size', 'train.eval_batch_size', 'train.log_every_steps', 'train.checkpoint_keep',
              'optim.learning_rate')
-_POSITIVE_OR_ZERO = {'data.image_size': 'the stored resolution', 'train.eval_every_steps': 'every epoch'}
+_POSITIVE_OR_ZERO = {'data.image_size': 'the stored resolution', 'train.eval_every_steps': 'every epoch',
+                     'train.steps_per_dispatch': 'log_every_steps', 'data.device_memory_mb': 'the tf.data pipeline',
+                     'distributed.cpu_devices': 'chosen by the number of cores'}
 
 
 def _get(config, dotted: str):

@@ -13,7 +13,7 @@ import time
 import jax
 
 from pneumojax import models
-from pneumojax.data import pipeline, tasks
+from pneumojax.data import device, pipeline, tasks
 from pneumojax.train import evaluator, files, optim, parallel, provenance, test_history
 from pneumojax.train.state import create_train_state, with_pretrained
 
@@ -58,6 +58,20 @@ def eval_batches(builder, config, split: str):
   return dataset.as_numpy_iterator()
 
 
+def eval_data(builder, config, dp, split: str):
+  """`split` for the evaluator, as a function giving one pass over it: the split put on the devices once, where `dp`
+  evaluates on the devices and the split fits (data/device.py), else this process's tf.data batches."""
+  size = config.train.eval_batch_size
+  num_examples = -(-pipeline.split_info(builder, split, config.data).num_examples // size) * size
+  if dp.evaluates_on_devices and device.eval_on_devices(config.data) and device.fits(config.data, num_examples):
+    data = device.read_split(builder, split, config.data, pad_to=size)
+    rows = num_examples // jax.process_count()  # This process's contiguous share of every array.
+    local = {k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in data.arrays().items()}
+    on_devices = dp.put_sharded(split, local)
+    return lambda: on_devices
+  return lambda: eval_batches(builder, config, split)
+
+
 def finish(config, workdir, builder, dp, ckpt, state, started: float, start_step: int = 0) -> dict:
   """Evaluates the best-on-validation checkpoint on the test split once; writes results.json (and threshold.json).
 
@@ -69,7 +83,7 @@ def finish(config, workdir, builder, dp, ckpt, state, started: float, start_step
   ckpt.close()
   val, test = config.data.val_split, config.data.test_split
   collected, point = evaluator.evaluate(config, dp, state, best_step,
-                                        {split: eval_batches(builder, config, split) for split in (val, test)})
+                                        {split: eval_data(builder, config, dp, split)() for split in (val, test)})
   results = {'val': {'split': val, **collected[val].compute()}, 'test': {'split': test, **collected[test].compute()}}
   if point:
     results['test_at_val_threshold'] = {'split': test, **point, **collected[test].compute(point['threshold'])}
