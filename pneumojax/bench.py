@@ -4,6 +4,7 @@ Markdown table.
   pneumojax bench --models simple_cnn resnet18 --sizes 64 --batch_sizes 32 --dtypes float32 bfloat16
   pneumojax bench --models simple_cnn --modes jit pmap --cpu_devices 4     # the CPU as 4 devices
   python -m pneumojax.bench ...   # the same without the CLI's TensorFlow import (e.g. on a GPU host without TF)
+  pneumojax bench --end_to_end experiments/quickstart.py --config.data.manual_dir=DIR   # a real run vs its step
 
 One row per model x size x batch x dtype x parallel mode, on all of this process's devices, with synthetic data
 already on the devices (the input pipeline is measured separately: `--data_dir` adds its images/s at each size,
@@ -18,6 +19,10 @@ steps, each speed is the median of `--windows` timed windows of `--steps` steps,
   devices share the same cores).
 - step_mib: XLA's memory analysis of the compiled train step (arguments + outputs + temporaries - aliased);
   device_peak_mib: the allocator's peak so far in this process, where the backend reports one (GPU, TPU).
+
+`--end_to_end CONFIG` instead trains the config for `--run_steps` steps in a temporary workdir, once per data path
+(on the devices, and through tf.data), and reports the run's images/s (its logged windows after the first, which
+holds the compilation) beside its train step alone on synthetic data, on the run's devices.
 """
 
 import argparse
@@ -35,7 +40,7 @@ import optax
 
 from pneumojax import models
 from pneumojax.train import distributed, step
-from pneumojax.train.parallel import MODES, DataParallel
+from pneumojax.train.parallel import AXIS, MODES, DataParallel
 from pneumojax.train.state import create_train_state
 
 NATIVE_SIZE = {'inception_v3': 299}  # the others: 224.
@@ -97,7 +102,8 @@ def _cached_step_flops(model, variables, batch, key):
 def bench_step(name: str, size: int, batch_size: int, dtype: str, mode: str, channels: int = 1,
                windows: int = 5, steps: int = 5, warmup: int = 2, model_kwargs: dict | None = None) -> dict:
   """One row: the train and eval steps of `name` (built with `model_kwargs`) at `size` px on synthetic data."""
-  model = models.get_model(name, num_classes=2, dtype=dtype, **(model_kwargs or {}))
+  # As training builds it (train/run.py): BatchNorm and dropout over the global batch of the devices.
+  model = models.get_model(name, num_classes=2, dtype=dtype, batch_axis=AXIS, **(model_kwargs or {}))
   tx = optax.adam(1e-3)
   shape = (size, size, channels)
   # Compiled: an op-by-op initialisation of a ResNet takes longer than its train step's compilation.
@@ -128,7 +134,7 @@ def bench_step(name: str, size: int, batch_size: int, dtype: str, mode: str, cha
 
   variables = {'params': host_state.params, **({'batch_stats': host_state.batch_stats}
                                                if host_state.batch_stats else {})}
-  fwd_flops, train_flops = _cached_step_flops(model, variables, {k: jnp.asarray(v) for k, v in host_batch.items()},
+  fwd_flops, train_flops = _cached_step_flops(model.clone(batch_axis=None), variables, {k: jnp.asarray(v) for k, v in host_batch.items()},
                                               key=(name, str(model_kwargs), size, batch_size, dtype, channels))
   row = dict(model=name, **({'model_kwargs': model_kwargs} if model_kwargs else {}), size=size,
              batch_size=batch_size, dtype=dtype, mode=mode, devices=jax.device_count(), channels=channels,
@@ -142,6 +148,38 @@ def bench_step(name: str, size: int, batch_size: int, dtype: str, mode: str, cha
   if 'peak_bytes_in_use' in stats:
     row['device_peak_mib'] = stats['peak_bytes_in_use'] / 2**20
   return row
+
+
+def end_to_end(config, num_steps: int, windows: int = 5, steps: int = 5) -> dict:
+  """A real training run of `config` (`num_steps` steps from a fresh start, one validation at the end, in a temporary
+  workdir) beside its train step alone: the run's images/s over its 10 logged windows but the first (which holds
+  the compilation), the step's on synthetic data already on the devices (`bench_step`), and their ratio."""
+  if num_steps < 2:
+    raise ValueError(f'--run_steps={num_steps}: at least 2, to time a window after the compilation.')
+  log_every = max(num_steps // 10, 1)
+  import tempfile  # Deferred, as TensorFlow: only this measurement needs them.
+
+  from pneumojax.data import device, pipeline, prepare
+  from pneumojax.train import train_and_evaluate
+  from pneumojax.trained.evaluate import training_history
+  config = config.copy_and_resolve_references()
+  train_examples = pipeline.split_info(prepare.get_builder(config.data), config.data.train_split,
+                                       config.data).num_examples
+  config.train.update(dict(num_steps=num_steps, eval_every_steps=num_steps, log_every_steps=log_every))
+  with tempfile.TemporaryDirectory() as workdir:
+    started = time.perf_counter()
+    train_and_evaluate(config, workdir)
+    wall_s = time.perf_counter() - started
+    _, rates = training_history(workdir)['train/images_per_sec']
+  size, _, channels = pipeline.input_shape(config.data)
+  alone = bench_step(config.model.name, size, config.train.batch_size, config.model.dtype, config.train.parallel,
+                     channels, windows, steps, model_kwargs=dict(config.model.kwargs))
+  run_ips = float(np.median(rates[1:]))
+  return dict(model=config.model.name, size=size, batch_size=config.train.batch_size, dtype=config.model.dtype,
+              devices=jax.device_count(),
+              data='on the devices' if device.fits(config.data, train_examples) else 'tf.data',
+              run_ips=run_ips, run_ips_min=float(np.min(rates[1:])), run_ips_max=float(np.max(rates[1:])),
+              step_ips=alone['train_ips'], of_step=run_ips / alone['train_ips'], wall_s=wall_s, num_steps=num_steps)
 
 
 def _memory_mib(compiled) -> float | None:
@@ -176,8 +214,8 @@ def environment() -> dict:
               command=' '.join(sys.argv))
 
 
-def markdown(rows: list[dict]) -> str:
-  columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+def markdown(rows: list[dict], columns=COLUMNS) -> str:
+  columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
   if any('pipeline_ips' in r for r in rows):
     columns += [('pipeline_ips', 'pipeline img/s', '{:.0f}'), ('bottleneck', 'bottleneck', '{}')]
   lines = ['| ' + ' | '.join(c[1] for c in columns) + ' |', '|' + '---|' * len(columns)]
@@ -204,10 +242,44 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps after the first')
   parser.add_argument('--data_dir', help='a prepared TFDS data dir: also measure the input pipeline')
   parser.add_argument('--jsonl', help='append the rows to this JSON-lines file')
+  parser.add_argument('--end_to_end', metavar='CONFIG',
+                      help='instead: a real training run of this config (FILE[:ARG], with --config.a.b=VALUE '
+                           'overrides after it) beside its step alone, for each of --data_paths')
+  parser.add_argument('--data_paths', nargs='+', default=['devices', 'tf.data'], choices=['devices', 'tf.data'],
+                      help='--end_to_end: the data on the devices (data/device.py), the tf.data pipeline, or both')
+  parser.add_argument('--run_steps', type=int, default=200, help='--end_to_end: training steps of each run')
   return parser
 
 
+E2E_COLUMNS = (
+    ('model', 'model', '{}'), ('size', 'px', '{}'), ('batch_size', 'batch', '{}'), ('dtype', 'dtype', '{}'),
+    ('devices', 'devices', '{}'), ('data', 'data', '{}'), ('run_ips', 'run img/s median', '{:.1f}'),
+    ('run_ips_min', 'min', '{:.1f}'), ('run_ips_max', 'max', '{:.1f}'), ('step_ips', 'step alone img/s', '{:.1f}'),
+    ('of_step', 'run / step', '{:.0%}'), ('wall_s', 'run wall s', '{:.0f}'))
+
+
+def run_end_to_end(args) -> list[dict]:
+  from pneumojax import config as config_lib  # Deferred: ml_collections' flags only here.
+  config = config_lib.load_config(['--config', args.end_to_end, *getattr(args, 'config_args', [])])
+  distributed.initialize(config)  # The run's devices, chosen before JAX starts.
+  env, rows = environment(), []
+  for path in args.data_paths:
+    path_config = config.copy_and_resolve_references()
+    if path == 'tf.data':
+      path_config.data.device_memory_mb = 0
+    row = {**end_to_end(path_config, args.run_steps, windows=args.windows, steps=args.steps), **env}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    if args.jsonl:
+      with open(args.jsonl, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+  print('\n' + markdown(rows, E2E_COLUMNS))
+  return rows
+
+
 def run(args) -> list[dict]:
+  if args.end_to_end:
+    return run_end_to_end(args)
   distributed.split_cpu(args.cpu_devices)
   names = models.list_models() if args.models == ['all'] else args.models
   for name in names:
@@ -247,7 +319,12 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> None:
-  run(build_parser().parse_args(argv))
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  if any(not arg.startswith('--config.') for arg in rest):
+    parser.error(f'unrecognised arguments: {" ".join(rest)}')
+  args.config_args = rest
+  run(args)
 
 
 if __name__ == '__main__':

@@ -193,9 +193,10 @@ def main(argv=None) -> int:
   args, rest = parser.parse_known_args(argv)
   if args.command == 'train':
     args.config_args = rest  # --config and --config.* overrides, for ml_collections
-  elif args.command == 'sweep':
+  elif args.command in ('sweep', 'bench'):
     if any(not arg.startswith('--config.') for arg in rest):
-      parser.error(f'sweep takes only --config.a.b=VALUE overrides besides its options, not: {" ".join(rest)}')
+      parser.error(f'{args.command} takes only --config.a.b=VALUE overrides besides its options, not: '
+                   f'{" ".join(rest)}')
     args.config_args = rest
   elif rest:
     parser.error(f'unrecognised arguments: {" ".join(rest)}')

@@ -45,3 +45,17 @@ def test_forward_flops_match_a_hand_count():
 def test_unknown_model_is_a_clear_error():
   with pytest.raises(SystemExit, match="resnet_9000"):
     bench.main(['--models', 'resnet_9000', '--windows', '1', '--steps', '1'])
+
+
+def test_end_to_end_runs_the_config_on_both_data_paths(builder64, tfds_dir, tmp_path, capsys):
+  jsonl = tmp_path / 'rows.jsonl'
+  bench.main(['--end_to_end', 'experiments/quickstart.py', '--run_steps', '6', '--windows', '1', '--steps', '1',
+              '--jsonl', str(jsonl), f'--config.data.data_dir={tfds_dir}',
+              '--config.train.batch_size=32'])
+  rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+  assert [r['data'] for r in rows] == ['on the devices', 'tf.data']
+  for row in rows:
+    assert (row['model'], row['size'], row['batch_size'], row['num_steps']) == ('simple_cnn', 64, 32, 6)
+    assert 0 < row['run_ips_min'] <= row['run_ips'] <= row['run_ips_max'] and row['step_ips'] > 0
+    assert row['of_step'] == pytest.approx(row['run_ips'] / row['step_ips']) and row['wall_s'] > 0
+  assert '| simple_cnn | 64 | 32 |' in capsys.readouterr().out
