@@ -2,8 +2,8 @@
 
 import pytest
 
-from pneumojax import cli
-from pneumojax.trained import evaluate, report
+from pneumojax import api, cli
+from pneumojax.trained import report
 
 PLOTS = ('roc.png', 'pr.png', 'confusion_matrix.png', 'calibration.png', 'training_curves.png', 'errors.png')
 
@@ -11,7 +11,7 @@ PLOTS = ('roc.png', 'pr.png', 'confusion_matrix.png', 'calibration.png', 'traini
 @pytest.fixture(scope='module')
 def evaluated(trained_run):
   _, workdir, _ = trained_run
-  return evaluate.evaluate_checkpoint(str(workdir), 'test')
+  return api.load_run(workdir).evaluate('test')
 
 
 def test_report_is_one_self_contained_page(trained_run, evaluated):
