@@ -11,6 +11,9 @@ Images are paths, PIL images or 2-D arrays (uint8, uint16, or float in [0, 1]), 
 """
 
 import functools
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only feeds data here: keep its C++ logs quiet.
 
 import numpy as np
 from etils import epath

@@ -126,10 +126,11 @@ def image_pixels(image) -> tuple[np.ndarray, list[str]]:
     raise ValueError(f'An image array must be 2-D [H, W] grayscale, not of shape {pixels.shape}: pass colour '
                      'images as PIL images (PIL.Image.fromarray).')
   if np.issubdtype(pixels.dtype, np.floating):
-    if not np.all((pixels >= 0) & (pixels <= 1)):  # NaN fails too.
-      raise ValueError(f'A float image array must hold values in [0, 1]; this one spans [{np.nanmin(pixels)}, '
-                       f'{np.nanmax(pixels)}]{" and holds NaN" if np.isnan(pixels).any() else ""}: divide 8-bit '
-                       'values by 255, or pass them as uint8.')
+    if np.isnan(pixels).any():
+      raise ValueError('A float image array must hold values in [0, 1]; this one holds NaN.')
+    if pixels.min() < 0 or pixels.max() > 1:
+      raise ValueError(f'A float image array must hold values in [0, 1]; this one spans [{pixels.min()}, '
+                       f'{pixels.max()}]: divide 8-bit values by 255, or pass them as uint8.')
     return np.round(pixels * 255).astype(np.uint8), []
   if pixels.dtype not in (np.uint8, np.uint16):
     raise ValueError(f'An image array must be uint8, uint16 or float in [0, 1], not {pixels.dtype}.')

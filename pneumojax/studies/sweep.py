@@ -13,7 +13,8 @@ Each run trains in `OUT/<name>`, the name made of the grid values and the seed (
 A workdir with results.json is finished and skipped (after checking that it holds the same config); one with
 checkpoints but no results.json was interrupted and resumes from its latest checkpoint (pneumojax.train); a
 cached-features run, which cannot resume, starts again (its old checkpoints are moved aside). Runs go one after
-the other in this process (no per-run import cost); a run that fails is recorded in its workdir's
+the other in this process (no per-run import cost), or N at once on this host, or one SLURM job each
+(studies/launchers.py); a run that fails is recorded in its workdir's
 `sweep_error.txt` and the sweep goes on; the command exits non-zero at the end naming the failed runs. A signal
 (SIGTERM, Ctrl-C) stops the run at a step boundary with a checkpoint and ends the sweep: run it again to resume.
 """
