@@ -185,3 +185,26 @@ def test_images_far_below_the_model_resolution_are_warned_about(trained_run, tmp
     row = rows[str(tmp_path / f'{name}.png')]
     assert f'only {name} pixels' in row['warning'] and '64x64' in row['warning'] and row['probability_pneumonia']
   assert rows[str(tmp_path / '32x500.png')]['warning'] == ''  # enlarged 2x at most: fine
+
+
+def test_rows_carry_the_ood_score_and_flag_of_the_api(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  Image.new('L', (256, 256), 0).save(tmp_path / 'black.png')
+  films = sorted((FULLRES / 'val' / 'NORMAL').iterdir())[:3]
+  for path in films:
+    shutil.copy(path, tmp_path)
+  (tmp_path / 'broken.png').write_text('not an image')
+  run = api.load_run(workdir)
+  summary = run.predict_files([tmp_path], tmp_path / 'out.csv')
+  with open(tmp_path / 'out.csv', newline='') as f:
+    assert next(csv.reader(f))[-2:] == ['ood_score', 'ood']  # added at the end
+  rows = _rows(tmp_path / 'out.csv')
+  images = [tmp_path / 'black.png', *(tmp_path / path.name for path in films)]
+  expected = run.predict(images)
+  for path, score, flag in zip(images, expected.ood_scores, expected.ood):
+    assert float(rows[str(path)]['ood_score']) == pytest.approx(score, rel=1e-6)
+    assert rows[str(path)]['ood'] == str(bool(flag))
+  assert rows[str(tmp_path / 'black.png')]['ood'] == 'True'
+  assert rows[str(tmp_path / 'broken.png')]['ood_score'] == rows[str(tmp_path / 'broken.png')]['ood'] == ''
+  assert summary['ood'] == int(expected.ood.sum()) >= 1
+  assert summary['ood_threshold'] == pytest.approx(expected.ood_threshold)
