@@ -113,7 +113,7 @@ class TrainedRun:
 
   def write_report(self, split: str = 'test') -> epath.Path:
     """`pneumojax report`: `workdir/report.html`."""
-    return report.write_report(self._run, split)
+    return report.write_report(self._run, split, self._chosen_on_validation)
 
   def predict_files(self, inputs, out_csv, batch_size: int = 64) -> dict:
     """`pneumojax predict`: one CSV row per image file of `inputs` (files or folders); returns a summary."""

@@ -34,13 +34,14 @@ _STYLE = ('body{font-family:sans-serif;max-width:60em;margin:2em auto;line-heigh
 log = logging.getLogger(__name__)
 
 
-def write_report(run, split: str = 'test') -> epath.Path:
-  """Writes `workdir/report.html` of `run` (trained/load.py) on `split`; returns its path."""
+def write_report(run, split: str = 'test', chosen_on_validation: bool = True) -> epath.Path:
+  """Writes `workdir/report.html` of `run` (trained/load.py) on `split`; returns its path. `chosen_on_validation`:
+  whether the run's checkpoint is its best on validation (else named by the user)."""
   workdir = epath.Path(run.workdir)
   eval_dir = workdir / 'eval' / split
   if not _evaluated(eval_dir, run.step):
     log.info('%s has no evaluation of checkpoint %d on %r yet: running it.', workdir, run.step, split)
-    evaluate.write(run, evaluate.evaluate(run, split))
+    evaluate.write(run, evaluate.evaluate(run, split, chosen_on_validation))
   results = json.loads((eval_dir / evaluate.METRICS).read_text())
   title = f'{results["model"]} on {results["task"]}: {workdir.name}'
   parts = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
