@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 from etils import epath
 
 
@@ -14,4 +15,13 @@ def write_json(path, obj) -> None:
   path = epath.Path(path)
   partial = path.with_name(f'{path.name}.tmp')
   partial.write_text(json.dumps(obj, indent=1, default=str))
+  partial.replace(path)
+
+
+def write_npz(path, **arrays) -> None:
+  """Writes `arrays` to the `.npz` file `path` (numpy.savez), replacing the file only once it is complete."""
+  path = epath.Path(path)
+  partial = path.with_name(f'{path.name}.tmp')
+  with partial.open('wb') as f:
+    np.savez(f, **arrays)
   partial.replace(path)

@@ -39,28 +39,28 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-  from pneumojax.trained import evaluate
+  from pneumojax import api
   overrides = {k: getattr(args, k) for k in ('threshold_rule', 'target_sensitivity', 'bootstrap_samples',
                                                'bootstrap_seed') if getattr(args, k) is not None}
-  results = evaluate.evaluate_checkpoint(args.workdir, args.split, args.step, overrides)
+  results = api.load_run(args.workdir, args.step).evaluate(args.split, **overrides)
   print(json.dumps({k: results[k] for k in ('split', 'checkpoint_step', 'threshold', 'operating_points')},
                    indent=1, default=str))
 
 
 def _report(args) -> None:
-  from pneumojax.trained import report
-  print(report.write_report(args.workdir, args.split))
+  from pneumojax import api
+  print(api.load_run(args.workdir).write_report(args.split))
 
 
 def _explain(args) -> None:
-  from pneumojax.trained import explain
-  for path in explain.explain_files(args.workdir, args.images, args.out):
+  from pneumojax import api
+  for path in api.load_run(args.workdir).explain_files(args.images, args.out):
     print(path)
 
 
 def _predict(args) -> None:
-  from pneumojax.trained import predict
-  print(json.dumps(predict.predict_files(args.workdir, args.inputs, args.out, args.batch_size), indent=1))
+  from pneumojax import api
+  print(json.dumps(api.load_run(args.workdir).predict_files(args.inputs, args.out, args.batch_size), indent=1))
 
 
 def _sweep(args) -> None:
@@ -74,18 +74,26 @@ def _sweep(args) -> None:
     if args.collect_only:
       print(tables.write_tables(out)[1].read_text())
     return
+  from pneumojax.studies import launchers
   from pneumojax.train import preemption
   try:
-    statuses = sweep.run_sweep(definition, out, args.config_args, args.seeds)
-  except preemption.Interrupted as e:  # The run saved a checkpoint; the same command resumes the sweep.
+    if args.launcher == 'slurm':
+      executor = launchers.slurm_executor(f'{out}/slurm/%j', args.partition, args.gpus_per_run, args.cpus_per_run,
+                                          args.time)
+      statuses = launchers.submit_slurm(definition, out, executor, args.config_args, args.seeds)
+    elif args.parallel > 1:
+      statuses = launchers.run_parallel(definition, out, args.config_args, args.seeds, args.parallel)
+    else:
+      statuses = sweep.run_sweep(definition, out, args.config_args, args.seeds)
+  except preemption.Interrupted as e:  # The runs saved a checkpoint; the same command resumes the sweep.
     logging.getLogger('pneumojax').warning('%s', e)
     raise SystemExit(e.exit_code) from None
   print(tables.write_tables(out)[1].read_text())
   print('\n'.join(f'{name}: {status}' for name, status in statuses.items()))
-  failed = [name for name, status in statuses.items() if status.startswith('failed')]
+  failed = [name for name, status in statuses.items() if status.startswith(('failed', 'interrupted'))]
   if failed:
-    raise SystemExit(f'pneumojax sweep: {len(failed)} of {len(statuses)} runs failed (see sweep_error.txt in '
-                     f'their workdirs): {", ".join(failed)}')
+    raise SystemExit(f'pneumojax sweep: {len(failed)} of {len(statuses)} runs failed or were interrupted (see '
+                     f'sweep_error.txt in their workdirs, or their job logs): {", ".join(failed)}')
 
 
 def _table(args) -> None:
@@ -153,12 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
 
   sweep = commands.add_parser(
       'sweep', help='train a grid of config overrides x seeds (experiments/ablations/*.py), then tabulate',
-      usage='pneumojax sweep FILE [--out DIR] [--seeds S ...] [--collect_only] [--dry_run] [--config.a.b=VALUE ...]')
+      usage='pneumojax sweep FILE [--out DIR] [--seeds S ...] [--parallel N | --launcher slurm --partition P '
+            '--gpus_per_run G --cpus_per_run C --time MINUTES] [--collect_only] [--dry_run] [--config.a.b=VALUE ...]')
   sweep.add_argument('file', help='a sweep file defining get_sweep(), e.g. experiments/ablations/resolution.py')
   sweep.add_argument('--out', help='folder of the runs and tables (default: experiments/results/<sweep name>)')
   sweep.add_argument('--seeds', type=int, nargs='+', help="seeds (default: the sweep file's)")
   sweep.add_argument('--collect_only', action='store_true', help='only rebuild the tables from the results found')
   sweep.add_argument('--dry_run', action='store_true', help='list the runs (workdirs) and exit')
+  sweep.add_argument('--parallel', type=int, default=1, metavar='N',
+                     help='on this host, N runs at once, each on its own GPU and share of the CPU cores')
+  sweep.add_argument('--launcher', choices=['local', 'slurm'], default='local',
+                     help='local: on this host; slurm: one SLURM array task per run, through submitit '
+                          "(pip install 'pneumojax[cluster]')")
+  sweep.add_argument('--partition', help='--launcher slurm: the SLURM partition')
+  sweep.add_argument('--gpus_per_run', type=int, default=1, help='--launcher slurm: GPUs of each task (default 1)')
+  sweep.add_argument('--cpus_per_run', type=int, help='--launcher slurm: CPU cores of each task')
+  sweep.add_argument('--time', type=int, metavar='MINUTES',
+                     help="--launcher slurm: each task's time limit; a run past it is requeued and resumes")
   sweep.set_defaults(run=_sweep)
 
   table = commands.add_parser('table', help='every results.json under DIR -> DIR/results.csv and DIR/results.md')
@@ -197,6 +216,10 @@ def main(argv=None) -> int:
     if any(not arg.startswith('--config.') for arg in rest):
       parser.error(f'{args.command} takes only --config.a.b=VALUE overrides besides its options, not: '
                    f'{" ".join(rest)}')
+    if args.command == 'sweep' and args.launcher == 'slurm' and args.parallel != 1:
+      parser.error('--parallel is for --launcher local: SLURM runs each run as its own task')
+    if args.command == 'sweep' and args.launcher == 'local' and (args.partition or args.cpus_per_run or args.time):
+      parser.error('--partition, --cpus_per_run and --time are for --launcher slurm')
     args.config_args = rest
   elif rest:
     parser.error(f'unrecognised arguments: {" ".join(rest)}')

@@ -35,6 +35,19 @@ def trained_run(builder64, tfds_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def quickstart_run(tmp_path_factory):
+  """The README's quickstart trained on the real data, once per session (slow tests only): (config, workdir,
+  results)."""
+  from pneumojax import config as config_lib
+  from pneumojax import train
+  tmp_path = tmp_path_factory.mktemp('quickstart')
+  config = config_lib.load_config(['--config', 'experiments/quickstart.py'])
+  config.data.manual_dir = str(CHEST_XRAY)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  return config, tmp_path / 'run', train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+@pytest.fixture(scope='session')
 def swept(builder64, tfds_dir, tmp_path_factory):
   """A 2 learning rates x 2 seeds sweep of 4-step runs, one of them interrupted at step 2 beforehand:
   (sweep, its output folder, its runs, the interrupted run, the statuses)."""

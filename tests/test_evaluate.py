@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from pneumojax import cli
+from pneumojax import api, cli
 from pneumojax.data import pipeline, prepare
 from pneumojax.evaluation import threshold
 from pneumojax.train import evaluator, files, parallel
@@ -31,7 +31,7 @@ def test_most_confident_errors():
 @pytest.fixture(scope='module')
 def evaluated(trained_run):
   _, workdir, _ = trained_run
-  return evaluate.evaluate_checkpoint(str(workdir), 'test')
+  return api.load_run(workdir).evaluate('test')
 
 
 @pytest.fixture(scope='module')
@@ -112,7 +112,7 @@ def test_eval_command_options_override_the_run_config(trained_run, tmp_path, cap
 
 def test_eval_reproduces_the_test_metrics_of_training(trained_run):
   _, workdir, results = trained_run
-  evaluated = evaluate.evaluate_checkpoint(str(workdir), 'test', eval_overrides={'bootstrap_samples': 10})
+  evaluated = api.load_run(workdir).evaluate('test', bootstrap_samples=10)
   assert evaluated['checkpoint_step'] == results['checkpoint_step']
   assert evaluated['operating_points']['fixed threshold']['auc'] == pytest.approx(results['test']['auc'], abs=1e-6)
   assert (workdir / 'eval' / 'test' / 'metrics.json').exists()

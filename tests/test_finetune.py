@@ -7,11 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from pneumojax import config as config_lib
 from pneumojax import train
 from pneumojax.train import checkpoint, files, run
-from tests.helpers import (CHEST_XRAY, assert_best_checkpoint_keeps, final_state, outcome, pretrained_run_config,
-                           tiny_config)
+from tests.helpers import assert_best_checkpoint_keeps, final_state, outcome, pretrained_run_config, tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -121,10 +119,7 @@ def test_frozen_backbone_run_starts_from_init_from_and_keeps_it(builder64, tfds_
 
 
 @pytest.mark.slow
-def test_quickstart_reaches_its_targets(tmp_path):
+def test_quickstart_reaches_its_targets(quickstart_run):
   """The README's quickstart: about 8 minutes on a 2-core CPU."""
-  config = config_lib.load_config(['--config', 'experiments/quickstart.py'])
-  config.data.manual_dir = str(CHEST_XRAY)
-  config.data.data_dir = str(tmp_path / 'tfds')
-  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  _, _, results = quickstart_run
   assert results['test']['auc'] >= 0.93 and results['test']['accuracy'] >= 0.85, results['test']

@@ -23,7 +23,8 @@ LAYERS = (
     ('weights',),              # pretrained weight importers
     ('evaluation',),           # metrics, threshold, bootstrap, plots: arrays in, numbers out
     ('train',),                # steps, parallelism, checkpoints, the evaluator, the trainers
-    ('trained',),              # what reads one trained run: load, evaluate, report, predict, explain
+    ('trained',),              # what reads one trained run: load, evaluate, report, predict, explain, ood
+    ('api',),                  # the Python API over one trained run, which the commands call too
     ('studies',),              # what spans many runs: sweeps, tables, reproduction
     ('bench',),
     ('cli',),
@@ -39,12 +40,24 @@ def _modules() -> dict[str, Path]:
   return modules
 
 
+def _lazy_reexports(tree: ast.Module) -> set[int]:
+  """The nodes inside a module-level `__getattr__` (PEP 562): the package's lazy re-export of its API, imported
+  on first use of the attribute, after every module has loaded, so it neither climbs a layer nor closes a circle."""
+  return {id(node) for function in tree.body if isinstance(function, ast.FunctionDef)
+          and function.name == '__getattr__' for node in ast.walk(function)}
+
+
 def _imports(modules) -> dict[str, set[str]]:
-  """{module: the package's modules it imports}, `from package import module` resolved to the module."""
+  """{module: the package's modules it imports}, `from package import module` resolved to the module; lazy
+  re-exports of the package's `__getattr__` left out."""
   graph = {}
   for name, path in modules.items():
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    lazy = _lazy_reexports(tree) if name == 'pneumojax' else set()
+    for node in ast.walk(tree):
+      if id(node) in lazy:
+        continue
       if isinstance(node, ast.Import):
         targets |= {alias.name for alias in node.names}
       elif isinstance(node, ast.ImportFrom) and node.module:
@@ -105,19 +118,42 @@ def _distribution(name: str) -> str:
   return re.sub(r'[-_.]+', '-', name).lower()
 
 
+def _requirements(text: str) -> set[str]:
+  return {_distribution(re.split(r'[<>=!\[;\s]', line)[0]) for line in text.splitlines()
+          if line and not line.startswith('#')}
+
+
+def _third_party_imports(tree: ast.Module) -> tuple[set[str], set[str]]:
+  """(top-level names imported when the module loads, those imported only inside a function)."""
+  deferred_nodes = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+                    for node in ast.walk(function) if node is not function}
+  eager, deferred = set(), set()
+  for node in ast.walk(tree):
+    names = set()
+    if isinstance(node, ast.Import):
+      names = {alias.name.split('.')[0] for alias in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names = {node.module.split('.')[0]}
+    (deferred if id(node) in deferred_nodes else eager).update(names - set(sys.stdlib_module_names) - {'pneumojax'})
+  return eager, deferred
+
+
 def test_every_third_party_import_is_declared_in_setup_cfg():
+  """In install_requires; or, imported only inside the functions that need it, in an extra such as `cluster`."""
   setup = configparser.ConfigParser()
   setup.read(REPO / 'setup.cfg')
-  declared = {_distribution(re.split(r'[<>=!\[;\s]', line)[0])
-              for line in setup['options']['install_requires'].splitlines() if line and not line.startswith('#')}
-  imported = set()
-  for path in _modules().values():
-    for node in ast.walk(ast.parse(path.read_text())):
-      if isinstance(node, ast.Import):
-        imported |= {alias.name.split('.')[0] for alias in node.names}
-      elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-        imported.add(node.module.split('.')[0])
+  required = _requirements(setup['options']['install_requires'])
+  extras = set().union(*(_requirements(text) for name, text in setup['options.extras_require'].items()
+                         if name != 'test'))
   providers = importlib.metadata.packages_distributions()
-  undeclared = sorted(name for name in imported - set(sys.stdlib_module_names) - {'pneumojax'}
-                      if not {_distribution(d) for d in providers.get(name, [name])} & declared)
+
+  def distributions(name):
+    return {_distribution(d) for d in providers.get(name, [name])}
+
+  undeclared = []
+  for module, path in _modules().items():
+    eager, deferred = _third_party_imports(ast.parse(path.read_text()))
+    undeclared += [f'{module}: {name}' for name in sorted(eager) if not distributions(name) & required]
+    undeclared += [f'{module}: {name} (in a function)' for name in sorted(deferred)
+                   if not distributions(name) & (required | extras)]
   assert not undeclared, undeclared

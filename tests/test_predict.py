@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumojax import cli
+from pneumojax import api, cli
 from pneumojax.data import pipeline, prepare, splits
 from pneumojax.train import evaluator, files, parallel
-from pneumojax.trained import load, predict
+from pneumojax.trained import load
 from tests.helpers import FULLRES, OOD
 
 
@@ -69,7 +69,7 @@ def test_any_size_depth_and_mode(trained_run, tmp_path):
   _, workdir, _ = trained_run
   _write_variants(tmp_path)
   out = tmp_path / 'out.csv'
-  summary = predict.predict_files(workdir, [OOD, tmp_path], out, batch_size=4)
+  summary = api.load_run(workdir).predict_files([OOD, tmp_path], out, batch_size=4)
   rows = _rows(out)
   ood_images = [p for p in OOD.iterdir() if p.suffix in ('.png', '.jpg')]
   assert summary['files'] == len(rows) == len(ood_images) + 5 and summary['errors'] == 0
@@ -91,7 +91,7 @@ def test_unreadable_files_get_an_error_row_and_the_rest_a_prediction(trained_run
   (tmp_path / 'truncated.jpeg').write_bytes(good[0].read_bytes()[:2000])
   (tmp_path / 'README.txt').write_text('no image suffix: not listed')
   out = tmp_path / 'out.csv'
-  summary = predict.predict_files(workdir, [tmp_path], out, batch_size=2)
+  summary = api.load_run(workdir).predict_files([tmp_path], out, batch_size=2)
   rows = _rows(out)
   assert summary['errors'] == 3 and len(rows) == 6
   for name, message in (('empty.jpeg', 'empty'), ('notes.png', 'not a readable'), ('truncated.jpeg', 'truncated')):
@@ -107,11 +107,11 @@ def test_bad_arguments_are_clear_errors_and_write_nothing(trained_run, tmp_path)
   out = tmp_path / 'out.csv'
   (tmp_path / 'empty_folder').mkdir()
   with pytest.raises(FileNotFoundError, match='empty_folder: no .jpeg/.jpg/.png files'):
-    predict.predict_files(workdir, [tmp_path / 'empty_folder'], out)
+    api.load_run(workdir).predict_files([tmp_path / 'empty_folder'], out)
   with pytest.raises(FileNotFoundError, match='missing.png: no such file or folder'):
-    predict.predict_files(workdir, [FULLRES, tmp_path / 'missing.png'], out)
+    api.load_run(workdir).predict_files([FULLRES, tmp_path / 'missing.png'], out)
   with pytest.raises(FileNotFoundError, match='holds no checkpoints'):
-    predict.predict_files(tmp_path / 'no_run', [FULLRES], out)
+    api.load_run(tmp_path / 'no_run').predict_files([FULLRES], out)
   assert not out.exists() and not list(tmp_path.glob('*.partial'))
 
 
@@ -120,7 +120,7 @@ def test_a_threshold_of_another_checkpoint_is_refused(trained_run, tmp_path):
   copy = shutil.copytree(workdir, tmp_path / 'run')
   (copy / files.THRESHOLD).write_text('{"threshold": 0.5, "checkpoint_step": 123}')
   with pytest.raises(ValueError, match='threshold of checkpoint step 123'):
-    predict.predict_files(copy, [FULLRES], tmp_path / 'out.csv')
+    api.load_run(copy).predict_files([FULLRES], tmp_path / 'out.csv')
   (copy / files.THRESHOLD).unlink()
   with pytest.raises(FileNotFoundError, match='pneumojax eval --workdir'):
     files.load_threshold(copy, 6)
@@ -137,7 +137,7 @@ def test_broken_links_get_an_error_row(trained_run, tmp_path):
   (folder / 'loop_b.png').symlink_to('loop_a.png')
   (tmp_path / 'named.jpeg').symlink_to(tmp_path / 'gone.jpeg')
   out = tmp_path / 'out.csv'
-  summary = predict.predict_files(workdir, [folder, tmp_path / 'named.jpeg'], out)
+  summary = api.load_run(workdir).predict_files([folder, tmp_path / 'named.jpeg'], out)
   rows = _rows(out)
   assert summary['files'] == len(rows) == 6 and summary['errors'] == 4
   assert 'a symbolic link to moved_away.png' in rows[str(folder / 'dangling.png')]['error']
@@ -151,7 +151,7 @@ def test_images_over_the_pixel_limit_are_refused_in_their_row(trained_run, tmp_p
   _, workdir, _ = trained_run
   Image.new('L', (10_000, 10_000)).save(tmp_path / 'huge.png', compress_level=1)  # 100 megapixels
   shutil.copy(OOD / 'h0001.png', tmp_path)
-  rows = _rows(predict.predict_files(workdir, [tmp_path], tmp_path / 'out.csv')['out'])
+  rows = _rows(api.load_run(workdir).predict_files([tmp_path], tmp_path / 'out.csv')['out'])
   assert f'too large (10000x10000 = 100,000,000 pixels; images over {Image.MAX_IMAGE_PIXELS:,} pixels' in rows[
       str(tmp_path / 'huge.png')]['error']
   assert rows[str(tmp_path / 'h0001.png')]['error'] == ''
@@ -165,7 +165,7 @@ def test_transparency_is_ignored_and_noted_in_the_row(trained_run, tmp_path):
   translucent = gray.convert('RGBA')
   translucent.putalpha(128)
   translucent.save(tmp_path / 'translucent.png')
-  rows = _rows(predict.predict_files(workdir, [tmp_path], tmp_path / 'out.csv')['out'])
+  rows = _rows(api.load_run(workdir).predict_files([tmp_path], tmp_path / 'out.csv')['out'])
   gray_row, translucent_row = rows[str(tmp_path / 'gray.png')], rows[str(tmp_path / 'translucent.png')]
   assert float(translucent_row['probability_pneumonia']) == pytest.approx(float(gray_row['probability_pneumonia']),
                                                                           abs=1e-6)
@@ -178,10 +178,33 @@ def test_images_far_below_the_model_resolution_are_warned_about(trained_run, tmp
   assert config.data.resolution == 64
   for size in ((1, 1), (16, 16), (200, 31), (32, 500)):
     Image.new('L', size, 128).save(tmp_path / f'{size[0]}x{size[1]}.png')
-  summary = predict.predict_files(workdir, [tmp_path], tmp_path / 'out.csv')
+  summary = api.load_run(workdir).predict_files([tmp_path], tmp_path / 'out.csv')
   rows = _rows(summary['out'])
   assert summary['warnings'] == 3
   for name in ('1x1', '16x16', '200x31'):
     row = rows[str(tmp_path / f'{name}.png')]
     assert f'only {name} pixels' in row['warning'] and '64x64' in row['warning'] and row['probability_pneumonia']
   assert rows[str(tmp_path / '32x500.png')]['warning'] == ''  # enlarged 2x at most: fine
+
+
+def test_rows_carry_the_ood_score_and_flag_of_the_api(trained_run, tmp_path):
+  _, workdir, _ = trained_run
+  Image.new('L', (256, 256), 0).save(tmp_path / 'black.png')
+  films = sorted((FULLRES / 'val' / 'NORMAL').iterdir())[:3]
+  for path in films:
+    shutil.copy(path, tmp_path)
+  (tmp_path / 'broken.png').write_text('not an image')
+  run = api.load_run(workdir)
+  summary = run.predict_files([tmp_path], tmp_path / 'out.csv')
+  with open(tmp_path / 'out.csv', newline='') as f:
+    assert next(csv.reader(f))[-2:] == ['ood_score', 'ood']  # added at the end
+  rows = _rows(tmp_path / 'out.csv')
+  images = [tmp_path / 'black.png', *(tmp_path / path.name for path in films)]
+  expected = run.predict(images)
+  for path, score, flag in zip(images, expected.ood_scores, expected.ood):
+    assert float(rows[str(path)]['ood_score']) == pytest.approx(score, rel=1e-6)
+    assert rows[str(path)]['ood'] == str(bool(flag))
+  assert rows[str(tmp_path / 'black.png')]['ood'] == 'True'
+  assert rows[str(tmp_path / 'broken.png')]['ood_score'] == rows[str(tmp_path / 'broken.png')]['ood'] == ''
+  assert summary['ood'] == int(expected.ood.sum()) >= 1
+  assert summary['ood_threshold'] == pytest.approx(expected.ood_threshold)

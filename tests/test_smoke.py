@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pneumojax import train
+from pneumojax import api, train
 from pneumojax.train import files
-from pneumojax.trained import evaluate, predict
+from pneumojax.trained import evaluate
 from tests.helpers import SYNTHETIC_COUNTS, tiny_config, write_synthetic_dataset
 
 pytestmark = pytest.mark.smoke
@@ -42,7 +42,7 @@ def test_training_learns_the_synthetic_classes(smoke_run):
 
 def test_eval_reproduces_the_final_test(smoke_run):
   _, workdir, results, _ = smoke_run
-  evaluated = evaluate.evaluate_checkpoint(str(workdir), 'test')
+  evaluated = api.load_run(workdir).evaluate('test')
   assert evaluated['checkpoint_step'] == results['checkpoint_step']
   for name, entry in (('fixed threshold', 'test'), ('validation-chosen threshold', 'test_at_val_threshold')):
     point = evaluated['operating_points'][name]
@@ -53,7 +53,7 @@ def test_eval_reproduces_the_final_test(smoke_run):
 
 def test_predict_gives_the_probabilities_of_evaluation(smoke_run, tmp_path):
   _, workdir, results, dataset = smoke_run
-  summary = predict.predict_files(workdir, [dataset / 'test'], tmp_path / 'out.csv')
+  summary = api.load_run(workdir).predict_files([dataset / 'test'], tmp_path / 'out.csv')
   with open(tmp_path / 'out.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   assert summary['errors'] == 0 and len(rows) == sum(SYNTHETIC_COUNTS['test'])

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from pneumojax import train
+from pneumojax import api, train
 from pneumojax.data import pipeline, splits, tasks
 from pneumojax.train import files, run
-from pneumojax.trained import evaluate, predict
+from pneumojax.trained import evaluate
 from tests.helpers import FULLRES, data_config, tiny_config
 
 
@@ -59,7 +59,7 @@ def three_class_run(builder64, tfds_dir, tmp_path_factory):
 def test_three_class_evaluation(three_class_run):
   workdir, results = three_class_run
   assert 'test_at_val_threshold' not in results and not (workdir / files.THRESHOLD).exists()
-  evaluated = evaluate.evaluate_checkpoint(str(workdir), 'test')
+  evaluated = api.load_run(workdir).evaluate('test')
   assert evaluated['class_names'] == ['normal', 'bacteria', 'virus'] and evaluated['threshold'] is None
   op = evaluated['operating_points']['most probable class']
   per_class = [op[f'auc_class_{c}'] for c in range(3)]
@@ -72,7 +72,7 @@ def test_three_class_evaluation(three_class_run):
 
 def test_three_class_predictions(three_class_run, tmp_path):
   workdir, _ = three_class_run
-  predict.predict_files(workdir, [FULLRES / 'val'], tmp_path / 'out.csv')
+  api.load_run(workdir).predict_files([FULLRES / 'val'], tmp_path / 'out.csv')
   with open(tmp_path / 'out.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 16

@@ -90,9 +90,7 @@ def resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
 def read_image(path, data_config) -> tuple[np.ndarray, list[str]]:
   """uint8 [R, R] as the dataset builder stores an image, and notes for the user; ImageReadError if unreadable.
 
-  The notes are those of `decode_grayscale` (ignored transparency), and one if the image's short side is under half
-  of R = `data.resolution`: enlarged more than 2x, it holds far less detail than the model was trained on (a 200 px
-  image for a 224 px model is fine; 16x16 is not), so its prediction deserves little trust.
+  The notes are those of `decode_grayscale` (ignored transparency) and of `stored_image` (a small image).
   """
   path = pathlib.Path(path)
   try:
@@ -101,7 +99,50 @@ def read_image(path, data_config) -> tuple[np.ndarray, list[str]]:
     link = f'a symbolic link to {os.readlink(path)}, which ' if path.is_symlink() else ''
     raise ImageReadError(f'{path}: {link}cannot be read ({e.strerror}).') from e
   pixels, notes = decode_grayscale(data, str(path))
-  size = data_config.resolution
+  stored, size_notes = stored_image(pixels, data_config)
+  return stored, notes + size_notes
+
+
+def load_image(image, data_config) -> tuple[np.ndarray, list[str]]:
+  """A path, a PIL image or a 2-D array -> (uint8 [R, R] as the dataset builder stores it, notes for the user):
+  `read_image` for paths, `image_pixels` then `stored_image` for the others."""
+  if isinstance(image, (str, os.PathLike)):
+    return read_image(image, data_config)
+  pixels, notes = image_pixels(image)
+  stored, size_notes = stored_image(pixels, data_config)
+  return stored, notes + size_notes
+
+
+def image_pixels(image) -> tuple[np.ndarray, list[str]]:
+  """A PIL image or a 2-D numpy array -> uint8 [H, W] as a file holding it would decode, and notes.
+
+  uint8 arrays are taken as they are, uint16 ones scaled by their range (as 16-bit files are);
+  float arrays must hold values in [0, 1] (multiplied by 255). Colour images are given as PIL images.
+  """
+  if isinstance(image, Image.Image):
+    return _to_grayscale_uint8(image), _transparency_notes(image)
+  pixels = np.asarray(image)
+  if pixels.ndim != 2:
+    raise ValueError(f'An image array must be 2-D [H, W] grayscale, not of shape {pixels.shape}: pass colour '
+                     'images as PIL images (PIL.Image.fromarray).')
+  if np.issubdtype(pixels.dtype, np.floating):
+    if np.isnan(pixels).any():
+      raise ValueError('A float image array must hold values in [0, 1]; this one holds NaN.')
+    if pixels.min() < 0 or pixels.max() > 1:
+      raise ValueError(f'A float image array must hold values in [0, 1]; this one spans [{pixels.min()}, '
+                       f'{pixels.max()}]: divide 8-bit values by 255, or pass them as uint8.')
+    return np.round(pixels * 255).astype(np.uint8), []
+  if pixels.dtype not in (np.uint8, np.uint16):
+    raise ValueError(f'An image array must be uint8, uint16 or float in [0, 1], not {pixels.dtype}.')
+  return _to_grayscale_uint8(Image.fromarray(pixels)), []
+
+
+def stored_image(pixels: np.ndarray, data_config) -> tuple[np.ndarray, list[str]]:
+  """uint8 [H, W] -> uint8 [R, R] as the dataset builder stores it (R = `data.resolution`, `data.resize`), and a
+  note if the image's short side is under R / 2: enlarged more than 2x, it holds far less detail than the model
+  was trained on (a 200 px image for a 224 px model is fine; 16x16 is not), so its prediction deserves little
+  trust."""
+  size, notes = data_config.resolution, []
   if 2 * min(pixels.shape) < size:
     height, width = pixels.shape
     notes.append(f"only {width}x{height} pixels, enlarged {size / min(pixels.shape):.0f}x to the model's "

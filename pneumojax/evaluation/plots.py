@@ -1,7 +1,7 @@
-"""PNG figures of an evaluation and of a run, drawn with scikit-learn's displays where they exist.
+"""Figures of an evaluation and of a run, drawn with scikit-learn's displays where they exist.
 
-Figures are `matplotlib.figure.Figure` objects saved directly (no pyplot state), so nothing needs a display
-and nothing changes the caller's matplotlib backend. Two-class tasks plot the score of their positive class
+Each function returns a `matplotlib.figure.Figure` (no pyplot state), which `save` writes as PNG, so nothing
+needs a display and nothing changes the caller's matplotlib backend; a notebook shows the Figure itself. Two-class tasks plot the score of their positive class
 (the last one); more classes are plotted one-vs-rest.
 """
 
@@ -18,7 +18,8 @@ from pneumojax.evaluation import metrics
 _MARKERS = 'o^sD'
 
 
-def _save(fig: Figure, path) -> epath.Path:
+def save(fig: Figure, path) -> epath.Path:
+  """Writes `fig` as a PNG to `path`."""
   path = epath.Path(path)
   fig.savefig(path, dpi=110)
   return path
@@ -37,7 +38,7 @@ def _one_vs_rest(labels, probs, class_names):
     yield f'{class_names[c]} vs {rest}', np.asarray(labels) == c, np.asarray(probs)[:, c]
 
 
-def roc_curve(path, labels, probs, class_names, thresholds: dict[str, float]):
+def roc_curve(labels, probs, class_names, thresholds: dict[str, float]) -> Figure:
   """ROC curve(s) with AUC; two-class tasks mark the operating point of each named threshold."""
   fig = Figure(figsize=(6, 5.5), layout='constrained')
   ax = fig.subplots()
@@ -52,10 +53,10 @@ def roc_curve(path, labels, probs, class_names, thresholds: dict[str, float]):
   ax.plot([0, 1], [0, 1], ':', color='gray', label='chance')
   ax.set(title='ROC curve', xlabel='False positive rate (1 - specificity)', ylabel='True positive rate (sensitivity)')
   _legend_below(ax)
-  return _save(fig, path)
+  return fig
 
 
-def pr_curve(path, labels, probs, class_names, thresholds: dict[str, float]):
+def pr_curve(labels, probs, class_names, thresholds: dict[str, float]) -> Figure:
   """Precision-recall curve(s) with average precision; two-class tasks mark their operating points."""
   fig = Figure(figsize=(6, 5.5), layout='constrained')
   ax = fig.subplots()
@@ -70,20 +71,20 @@ def pr_curve(path, labels, probs, class_names, thresholds: dict[str, float]):
   ax.set(title='Precision-recall curve', xlabel='Recall (sensitivity)', ylabel='Precision (positive predictive value)',
          ylim=(0, 1.02))
   _legend_below(ax)
-  return _save(fig, path)
+  return fig
 
 
-def confusion_matrices(path, matrices: dict[str, list], class_names):
+def confusion_matrices(matrices: dict[str, list], class_names) -> Figure:
   """One confusion matrix (rows: true class, columns: predicted) per named operating point."""
   fig = Figure(figsize=(4.6 * len(matrices), 4.4), layout='constrained')
   for ax, (name, matrix) in zip(np.atleast_1d(fig.subplots(1, len(matrices))), matrices.items()):
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names).plot(
         ax=ax, cmap='Blues', colorbar=False, values_format='d')
     ax.set(title=name, xlabel='Predicted class', ylabel='True class')
-  return _save(fig, path)
+  return fig
 
 
-def calibration(path, labels, probs, class_names, num_bins: int = 10):
+def calibration(labels, probs, class_names, num_bins: int = 10) -> Figure:
   """Reliability diagram: mean predicted probability against the observed frequency, per quantile bin."""
   fig = Figure(figsize=(6, 5.5), layout='constrained')
   ax = fig.subplots()
@@ -92,10 +93,10 @@ def calibration(path, labels, probs, class_names, num_bins: int = 10):
   ax.set(title=f'Calibration ({num_bins} bins of equal count)', xlabel='Mean predicted probability',
          ylabel='Observed fraction of positives')
   ax.legend(loc='upper left', fontsize='small')
-  return _save(fig, path)
+  return fig
 
 
-def training_curves(path, history: dict[str, tuple[np.ndarray, np.ndarray]], steps_per_epoch: int):
+def training_curves(history: dict[str, tuple[np.ndarray, np.ndarray]], steps_per_epoch: int) -> Figure:
   """Loss, accuracy and ROC-AUC per epoch from `history` {'train/loss': (steps, values), 'val/auc': ...}."""
   panels = [(m, label) for m, label in (('loss', 'Cross-entropy loss'), ('accuracy', 'Accuracy'),
                                         ('auc', 'ROC-AUC')) if any(t.endswith('/' + m) for t in history)]
@@ -107,10 +108,10 @@ def training_curves(path, history: dict[str, tuple[np.ndarray, np.ndarray]], ste
         ax.plot(np.asarray(steps) / steps_per_epoch, values, style, label='validation' if role == 'val' else role)
     ax.set(title=label, xlabel='Epoch', ylabel=label)
     ax.legend()
-  return _save(fig, path)
+  return fig
 
 
-def image_grid(path, images, titles, suptitle: str, columns: int = 4):
+def image_grid(images, titles, suptitle: str, columns: int = 4) -> Figure:
   """uint8 [H, W] grayscale images with a title each."""
   rows = math.ceil(len(images) / columns)
   fig = Figure(figsize=(3.2 * columns, 3.6 * rows), layout='constrained')
@@ -121,10 +122,10 @@ def image_grid(path, images, titles, suptitle: str, columns: int = 4):
     ax.imshow(image, cmap='gray', vmin=0, vmax=255)
     ax.set_title(title, fontsize='small')
   fig.suptitle(suptitle)
-  return _save(fig, path)
+  return fig
 
 
-def explanation(path, image, maps: dict[str, np.ndarray], title: str):
+def explanation(image, maps: dict[str, np.ndarray], title: str) -> Figure:
   """The model's input image [H, W] beside each named heat map [H, W] in [0, 1] overlaid on it."""
   fig = Figure(figsize=(4 * (1 + len(maps)), 4.4), layout='constrained')
   axes = fig.subplots(1, 1 + len(maps))
@@ -138,4 +139,4 @@ def explanation(path, image, maps: dict[str, np.ndarray], title: str):
   for ax in axes:
     ax.axis('off')
   fig.suptitle(title)
-  return _save(fig, path)
+  return fig

@@ -13,7 +13,8 @@ Each run trains in `OUT/<name>`, the name made of the grid values and the seed (
 A workdir with results.json is finished and skipped (after checking that it holds the same config); one with
 checkpoints but no results.json was interrupted and resumes from its latest checkpoint (pneumojax.train); a
 cached-features run, which cannot resume, starts again (its old checkpoints are moved aside). Runs go one after
-the other in this process (no per-run import cost); a run that fails is recorded in its workdir's
+the other in this process (no per-run import cost), or N at once on this host, or one SLURM job each
+(studies/launchers.py); a run that fails is recorded in its workdir's
 `sweep_error.txt` and the sweep goes on; the command exits non-zero at the end naming the failed runs. A signal
 (SIGTERM, Ctrl-C) stops the run at a step boundary with a checkpoint and ends the sweep: run it again to resume.
 """
@@ -154,32 +155,46 @@ def run_one(config, workdir: Path, command: str) -> str:
   return 'resumed' if resumed else 'trained'
 
 
-def run_sweep(sweep: Sweep, out: str | Path, config_args: list[str] = (), seeds=None) -> dict[str, str]:
-  """Runs every run of `sweep` under `out`, then writes the tables; returns {run name: status or 'failed: ...'}."""
-  out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
+def check_runs(sweep: Sweep, config_args, seeds=None) -> list[Run]:
+  """The runs of `sweep` (`expand`), after checking that `config_args` set none of the fields the grid sets."""
   runs = expand(sweep, seeds)
   given = {arg.split('=', 1)[0].removeprefix('--config.') for arg in config_args}
   clash = given & {k for run in runs for k in run.overrides}
   if clash:  # Before any run: every run would fail the same way.
     raise ValueError(f'{", ".join(sorted(clash))} is set by the sweep grid (or the seed); leave it off the command '
                      'line (use --seeds for seeds).')
+  return runs
+
+
+def run_recorded(sweep: Sweep, run: Run, out, config_args=()) -> str:
+  """Trains one run of `sweep` in `out/<run name>` (run_one) and returns its status. A failure is recorded in the
+  workdir's sweep_error.txt and returned as 'failed: ...'; a signal's preemption.Interrupted is raised."""
+  workdir = Path(out) / run.name
+  try:
+    config = run_config(sweep, run, list(config_args))
+    status = run_one(config, workdir, run_command(sweep, run, workdir, list(config_args)))
+    (workdir / ERROR).unlink(missing_ok=True)
+    return status
+  except preemption.Interrupted:
+    raise  # A signal ends the sweep; its checkpoint is saved and a rerun resumes.
+  except Exception as e:  # noqa: BLE001 -- one failed run must not end the sweep: recorded, reported at the end.
+    log.error('Sweep %s: run %s failed: %s: %s', sweep.name, run.name, type(e).__name__, e)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / ERROR).write_text(traceback.format_exc())
+    return f'failed: {type(e).__name__}: {e}'
+  finally:
+    jax.clear_caches()  # Compiled programs of one run are of no use to the next; free their memory.
+
+
+def run_sweep(sweep: Sweep, out: str | Path, config_args: list[str] = (), seeds=None) -> dict[str, str]:
+  """Runs every run of `sweep` under `out`, one after the other in this process, then writes the tables; returns
+  {run name: status or 'failed: ...'}."""
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  runs = check_runs(sweep, config_args, seeds)
   statuses = {}
   for i, run in enumerate(runs, 1):
-    workdir = out / run.name
-    log.info('Sweep %s: run %d/%d, %s.', sweep.name, i, len(runs), workdir)
-    try:
-      config = run_config(sweep, run, list(config_args))
-      statuses[run.name] = run_one(config, workdir, run_command(sweep, run, workdir, list(config_args)))
-      (workdir / ERROR).unlink(missing_ok=True)
-    except preemption.Interrupted:
-      raise  # A signal ends the sweep; its checkpoint is saved and a rerun resumes.
-    except Exception as e:  # noqa: BLE001 -- one failed run must not end the sweep: recorded, reported at the end.
-      statuses[run.name] = f'failed: {type(e).__name__}: {e}'
-      log.error('Sweep %s: run %s failed: %s: %s', sweep.name, run.name, type(e).__name__, e)
-      workdir.mkdir(parents=True, exist_ok=True)
-      (workdir / ERROR).write_text(traceback.format_exc())
-    finally:
-      jax.clear_caches()  # Compiled programs of one run are of no use to the next; free their memory.
+    log.info('Sweep %s: run %d/%d, %s.', sweep.name, i, len(runs), out / run.name)
+    statuses[run.name] = run_recorded(sweep, run, out, config_args)
   tables.write_tables(out)
   return statuses

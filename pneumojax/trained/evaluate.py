@@ -1,19 +1,23 @@
-"""`pneumojax eval`: a run's checkpoint on a split -> metrics with patient-bootstrap intervals, plots, JSON.
+"""`pneumojax eval` and the Python API's `metrics`/`figures`: a run's checkpoint on a split -> metrics with
+patient-bootstrap intervals, figures, JSON.
 
-Writes `workdir/eval/<split>/metrics.json` and PNG plots beside it. Protocol: the checkpoint is the best by
-validation ROC-AUC (unless a step is named); the operating threshold is chosen on the validation split's outputs
-of that checkpoint (`config.eval`, by train/evaluator.py) and stored in `workdir/threshold.json` for `pneumojax
-predict`; the evaluated split chooses nothing. Two-class tasks are reported at the threshold 0.5 and at the
-validation-chosen one; three classes at the most probable class.
+`evaluate` computes; `write` stores `workdir/eval/<split>/metrics.json` and the figures as PNGs beside it.
+Protocol: the checkpoint is the best by validation ROC-AUC (unless a step is named); the operating threshold is
+chosen on the validation split's outputs of that checkpoint (`config.eval`, by train/evaluator.py) and stored in
+`workdir/threshold.json` for `pneumojax predict`; the evaluated split chooses nothing. Two-class tasks are
+reported at the threshold 0.5 and at the validation-chosen one; three classes at the most probable class.
 """
 
+import dataclasses
 import functools
 import logging
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
@@ -22,7 +26,6 @@ from pneumojax.data import pipeline, prepare, splits, tasks
 from pneumojax.evaluation import bootstrap, metrics as metrics_lib, plots
 from pneumojax.train import evaluator, files, parallel, preflight
 from pneumojax.train.run import eval_batches
-from pneumojax.trained import load
 
 METRICS = 'metrics.json'
 CONFIDENCE = 0.95
@@ -30,18 +33,29 @@ NUM_ERRORS_SHOWN = 16
 log = logging.getLogger(__name__)
 
 
-def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = None,
-                        eval_overrides: dict | None = None) -> dict:
-  """Evaluates the best (or `step`) checkpoint of `workdir` on `split`; `eval_overrides` update `config.eval`."""
-  workdir = epath.Path(workdir)
-  chosen_on_validation = step is None
-  run = load.load_run(workdir, step)
-  config, step = run.config, run.step
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """A checkpoint on a split: `results` (what metrics.json holds), its outputs `values` ('label' [N], 'probs'
+  [N, k]), the split's metadata `meta` (patient ids, file names) and the `config` it was evaluated with."""
+  results: dict
+  values: dict
+  meta: dict
+  config: ml_collections.ConfigDict
+  chosen_on_validation: bool
+
+
+def evaluate(run, split: str = 'test', chosen_on_validation: bool = True,
+             eval_overrides: dict | None = None) -> Evaluation:
+  """Evaluates `run` (trained/load.py) on `split`; `eval_overrides` update a copy of its `config.eval`.
+
+  `chosen_on_validation`: whether the run's checkpoint is its best on validation (else named by the user).
+  """
+  config = run.config.copy_and_resolve_references()
   config.eval.update(eval_overrides or {})
   preflight.check_batch_sizes(config)
   builder = prepare.get_builder(config.data)
   dp = parallel.DataParallel(config.train.parallel)
-  val_split = config.data.val_split
+  val_split, step = config.data.val_split, run.step
   collected, point = evaluator.evaluate(config, dp, dp.replicate(run.state), step,
                                         {name: eval_batches(builder, config, name)
                                          for name in dict.fromkeys([val_split, split])})
@@ -54,7 +68,7 @@ def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = No
       'num_examples': len(values['label']),
       'num_patients': len(np.unique(meta['patient_id'])),
       'checkpoint_step': step,
-      'checkpoint': str(workdir / 'checkpoints' / str(step)),
+      'checkpoint': str(epath.Path(run.workdir) / 'checkpoints' / str(step)),
       'model': config.model.name,
       'task': config.data.task,
       'class_names': list(tasks.class_names(config.data)),
@@ -68,17 +82,26 @@ def evaluate_checkpoint(workdir: str, split: str = 'test', step: int | None = No
       'eval': config.eval.to_dict(),
       'data': config.data.to_dict(),
   }
-  out = workdir / 'eval' / split
+  log.info('%s (%d images), checkpoint step %d: %s', split, results['num_examples'], step,
+           {name: {k: round(v, 4) for k, v in op.items() if isinstance(v, float)}
+            for name, op in results['operating_points'].items()})
+  return Evaluation(results, values, meta, config, chosen_on_validation)
+
+
+def write(run, evaluation: Evaluation) -> epath.Path:
+  """Writes `workdir/eval/<split>/`: metrics.json and the figures as PNGs; and threshold.json, the threshold of
+  the checkpoint that `predict` uses, if it is the best on validation. Returns the folder."""
+  results = evaluation.results
+  out = epath.Path(run.workdir) / 'eval' / results['split']
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / METRICS, results)
-    if point and chosen_on_validation:
-      files.save_threshold(workdir, point)  # The threshold of the checkpoint that `predict` uses.
-    _plots(out, workdir, builder, config, results, values, meta)
-  log.info('%s (%d images), checkpoint step %d: %s -> %s', split, results['num_examples'], step,
-           {name: {k: round(v, 4) for k, v in op.items() if isinstance(v, float)}
-            for name, op in results['operating_points'].items()}, out / METRICS)
-  return results
+    if results['threshold'] and evaluation.chosen_on_validation:
+      files.save_threshold(run.workdir, results['threshold'])
+    for name, figure in figures(run, evaluation).items():
+      plots.save(figure, out / f'{name}.png')
+    log.info('-> %s', out / METRICS)
+  return out
 
 
 def _operating_point(values, patient_ids, threshold: float | None, eval_config) -> dict:
@@ -127,35 +150,42 @@ def training_history(workdir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   return history
 
 
-def _plots(out, workdir, builder, config, results, values, meta) -> None:
+def figures(run, evaluation: Evaluation) -> dict[str, Figure]:
+  """{name: Figure}: 'roc', 'pr', 'confusion_matrix', 'calibration', 'training_curves' (if the workdir has event
+  logs) and 'errors' (the most confident errors at the operating point that would be deployed, if any)."""
+  results, values, meta, config = evaluation.results, evaluation.values, evaluation.meta, evaluation.config
   names, labels, probs = results['class_names'], values['label'], values['probs']
   ops = results['operating_points']
   thresholds = {name: op['threshold'] for name, op in ops.items() if op['threshold'] is not None}
-  plots.roc_curve(out / 'roc.png', labels, probs, names, thresholds)
-  plots.pr_curve(out / 'pr.png', labels, probs, names, thresholds)
-  plots.confusion_matrices(out / 'confusion_matrix.png', {n: op['confusion_matrix'] for n, op in ops.items()}, names)
-  plots.calibration(out / 'calibration.png', labels, probs, names)
-  history = training_history(workdir)
+  shown = {
+      'roc': plots.roc_curve(labels, probs, names, thresholds),
+      'pr': plots.pr_curve(labels, probs, names, thresholds),
+      'confusion_matrix': plots.confusion_matrices({n: op['confusion_matrix'] for n, op in ops.items()}, names),
+      'calibration': plots.calibration(labels, probs, names),
+  }
+  builder = prepare.get_builder(config.data)
+  history = training_history(run.workdir)
   if history:
     train_size = pipeline.split_info(builder, config.data.train_split, config.data).num_examples
-    plots.training_curves(out / 'training_curves.png', history, train_size // config.train.batch_size)
+    shown['training_curves'] = plots.training_curves(history, train_size // config.train.batch_size)
   # Errors at the operating point that would be deployed: the validation-chosen one (or the most probable class).
   decision_name, t = list(thresholds.items())[-1] if thresholds else ('most probable class', None)
-  shown = most_confident_errors(labels, probs, t, NUM_ERRORS_SHOWN)
-  if len(shown):
+  errors = most_confident_errors(labels, probs, t, NUM_ERRORS_SHOWN)
+  if len(errors):
     predicted = metrics_lib.predicted_labels(probs, t)
-    images = _images_at(builder, results['split'], config.data, shown)
+    images = _images_at(builder, results['split'], config.data, errors)
     titles = []
-    for i in shown:
+    for i in errors:
       truth, guess = names[labels[i]], names[predicted[i]]
       probabilities = (f'P({names[1]}) = {probs[i, 1]:.3f}' if t is not None else
                        f'P({guess}) = {probs[i, predicted[i]]:.2f}, P({truth}) = {probs[i, labels[i]]:.2f}')
       name = epath.Path(meta['filename'][i]).name
       titles.append(f'{name}\ntrue {truth}, predicted {guess}\n{probabilities}')
     decision = decision_name if t is None else f'{decision_name} {t:.3f}'
-    plots.image_grid(out / 'errors.png', [images[i] for i in shown], titles,
-                     f'The {len(shown)} most confident of {np.sum(predicted != labels)} errors on '
-                     f'{results["split"]!r} ({decision})')
+    shown['errors'] = plots.image_grid([images[i] for i in errors], titles,
+                                       f'The {len(errors)} most confident of {np.sum(predicted != labels)} errors '
+                                       f'on {results["split"]!r} ({decision})')
+  return shown
 
 
 def most_confident_errors(labels, probs, threshold: float | None, count: int) -> np.ndarray:

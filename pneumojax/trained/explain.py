@@ -23,7 +23,6 @@ import numpy as np
 from pneumojax.data import images as images_lib
 from pneumojax.data import pipeline, tasks
 from pneumojax.evaluation import metrics, plots
-from pneumojax.trained import load
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +115,16 @@ class Explainer:
     return np.asarray(_normalise(heat[None]))[0]
 
 
-def explain_files(workdir, files, out_dir=None) -> list[pathlib.Path]:
-  """Writes `<out_dir>/<file stem>.png` (default `workdir/explain`): the input, Grad-CAM and occlusion overlays.
+def explain_files(run, explainer: Explainer, files, out_dir=None) -> list[pathlib.Path]:
+  """Writes `<out_dir>/<file stem>.png` (default `workdir/explain`): the input, Grad-CAM and occlusion overlays of
+  `run` (trained/load.py) by its `explainer`.
 
   The maps explain the class the model decides (at the validation-chosen threshold for two classes).
   """
-  run = load.load_run(workdir)
   config, step = run.config, run.step
   names = tasks.class_names(config.data)
   point = run.threshold()
-  explainer = Explainer(run.model, run.variables)
-  out_dir = pathlib.Path(out_dir or pathlib.Path(workdir) / 'explain')
+  out_dir = pathlib.Path(out_dir or pathlib.Path(run.workdir) / 'explain')
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for path in map(pathlib.Path, files):
@@ -139,6 +137,6 @@ def explain_files(workdir, files, out_dir=None) -> list[pathlib.Path]:
     maps = {'Grad-CAM': explainer.grad_cam(image, [target])[0], 'Occlusion': explainer.occlusion(image[0], target)}
     title = (f'{path.name}: predicted {names[target]} (P = {probs[0, target]:.3f}); evidence for '
              f'{names[target]}\n({config.model.name}, checkpoint step {step})')
-    written.append(plots.explanation(out_dir / f'{path.stem}.png', image[0].mean(axis=-1), maps, title))
+    written.append(plots.save(plots.explanation(image[0].mean(axis=-1), maps, title), out_dir / f'{path.stem}.png'))
     log.info('%s -> %s', path, written[-1])
   return written

@@ -2,7 +2,7 @@
 
 The page holds the protocol (which split chose the checkpoint and the threshold), the metrics table with
 their confidence intervals, the plots of `pneumojax eval` and the run's config. It reads
-`workdir/eval/<split>/`, running the evaluation first if it is not there.
+`workdir/eval/<split>/`, running the evaluation first if it is not there or is of another checkpoint.
 """
 
 import base64
@@ -13,7 +13,7 @@ import math
 
 from etils import epath
 
-from pneumojax.trained import evaluate, load
+from pneumojax.trained import evaluate
 
 REPORT = 'report.html'
 _METRICS = {'accuracy': 'Accuracy', 'auc': 'ROC-AUC', 'pr_auc': 'PR-AUC (average precision)',
@@ -34,14 +34,15 @@ _STYLE = ('body{font-family:sans-serif;max-width:60em;margin:2em auto;line-heigh
 log = logging.getLogger(__name__)
 
 
-def write_report(workdir, split: str = 'test') -> epath.Path:
-  workdir = epath.Path(workdir)
+def write_report(run, split: str = 'test', chosen_on_validation: bool = True) -> epath.Path:
+  """Writes `workdir/report.html` of `run` (trained/load.py) on `split`; returns its path. `chosen_on_validation`:
+  whether the run's checkpoint is its best on validation (else named by the user)."""
+  workdir = epath.Path(run.workdir)
   eval_dir = workdir / 'eval' / split
-  if not (eval_dir / evaluate.METRICS).exists():
-    log.info('%s has no evaluation on %r yet: running it.', workdir, split)
-    evaluate.evaluate_checkpoint(workdir, split)
+  if not _evaluated(eval_dir, run.step):
+    log.info('%s has no evaluation of checkpoint %d on %r yet: running it.', workdir, run.step, split)
+    evaluate.write(run, evaluate.evaluate(run, split, chosen_on_validation))
   results = json.loads((eval_dir / evaluate.METRICS).read_text())
-  config = load.load_run(workdir, results['checkpoint_step']).config
   title = f'{results["model"]} on {results["task"]}: {workdir.name}'
   parts = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
            f'<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>',
@@ -53,11 +54,16 @@ def write_report(workdir, split: str = 'test') -> epath.Path:
       data = base64.b64encode((eval_dir / name).read_bytes()).decode()
       parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{name}">'
                    f'<figcaption>{html.escape(caption)}</figcaption></figure>')
-  parts += ['<h2>Configuration</h2>', f'<pre>{html.escape(config.to_json(indent=1))}</pre>', '</body></html>']
+  parts += ['<h2>Configuration</h2>', f'<pre>{html.escape(run.config.to_json(indent=1))}</pre>', '</body></html>']
   path = workdir / REPORT
   path.write_text('\n'.join(parts))
   log.info('Report of %s -> %s', workdir, path)
   return path
+
+
+def _evaluated(eval_dir: epath.Path, step: int) -> bool:
+  path = eval_dir / evaluate.METRICS
+  return path.exists() and json.loads(path.read_text())['checkpoint_step'] == step
 
 
 def _cell(value: float, interval: list[float]) -> str:
