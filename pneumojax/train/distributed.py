@@ -27,7 +27,9 @@ MAX_AUTO_CPU_DEVICES = 8
 def auto_cpu_devices(batch_sizes, cpu_count: int | None = None) -> int:
   """The CPU device count chosen when `distributed.cpu_devices=0`: two per core (XLA:CPU leaves cores idle in one
   device's step), at most MAX_AUTO_CPU_DEVICES, and a divisor of every batch size."""
-  limit = min(MAX_AUTO_CPU_DEVICES, 2 * (cpu_count or os.cpu_count() or 1))
+  # The cores this process may use (a `--parallel` sweep gives each run its share).
+  cores = cpu_count or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()) or 1
+  limit = min(MAX_AUTO_CPU_DEVICES, 2 * cores)
   return max(n for n in range(1, limit + 1) if all(size % n == 0 for size in batch_sizes))
 
 
