@@ -15,7 +15,7 @@ from tests.helpers import REPO, robust_state, start_training, tiny_config
 
 
 def test_two_processes_train_like_one_with_two_devices(builder64, tfds_dir, tmp_path):
-  """Two processes of one device each = one process of two devices (per-device BatchNorm and dropout keys)."""
+  """Two processes of one device each = one process of two devices (BatchNorm and dropout of the global batch)."""
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
@@ -24,9 +24,10 @@ def test_two_processes_train_like_one_with_two_devices(builder64, tfds_dir, tmp_
   for run in runs:
     assert run.wait() == 0, run.stdout.read()
   two, one = robust_state(tfds_dir, tmp_path / 'two'), robust_state(tfds_dir, tmp_path / 'one')
-  # The same computation, but cross-process sums may add in another order: equal to float tolerance.
+  # The same computation, but cross-process sums (gradients, and BatchNorm's statistics in every layer) add in another
+  # order: after 40 Adam steps equal to float tolerance (seen: 7e-6 at most).
   for x, y in zip(jax.tree.leaves(two.params), jax.tree.leaves(one.params)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-5)
   assert (tmp_path / 'two' / files.RESULTS).exists()
 
 

@@ -60,16 +60,17 @@ def test_a_signal_at_an_eval_step_keeps_its_validation(trained_run, tmp_path, mo
   """SIGTERM arriving during the step whose validation chooses the model: the resumed run chooses it too."""
   config, _, uninterrupted = trained_run
   best = uninterrupted['checkpoint_step']
-  train_step = parallel.DataParallel.train_step
-
-  def signalled_at_best(self, state, batch):
-    state, step_metrics = train_step(self, state, batch)
-    if int(state.step) == best:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return state, step_metrics
+  def signalled_at_best(method):
+    def train(self, state, *args):
+      state, step_metrics = method(self, state, *args)
+      if int(state.step) == best:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return state, step_metrics
+    return train
 
   with monkeypatch.context() as patch:
-    patch.setattr(parallel.DataParallel, 'train_step', signalled_at_best)
+    for name in ('train_step', 'train_steps'):  # the tf.data path's step, the data on the devices' steps
+      patch.setattr(parallel.DataParallel, name, signalled_at_best(getattr(parallel.DataParallel, name)))
     with pytest.raises(preemption.Interrupted, match=f'at step {best};'):
       train.train_and_evaluate(config, str(tmp_path))
   resumed = train.train_and_evaluate(config, str(tmp_path))
