@@ -106,6 +106,11 @@ def _reproduce(args) -> None:
   print(reproduction.write(args.results, args.out, args.setups))
 
 
+def _ablations(args) -> None:
+  from pneumojax.studies import ablations
+  print(ablations.write(args.ablations, args.results, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='pneumojax', description=__doc__)
   commands = parser.add_subparsers(dest='command', required=True)
@@ -189,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
   reproduce.add_argument('--out', default='experiments/REPRODUCTION.md')
   reproduce.add_argument('--setups', default='experiments/papers.json', help="the papers' numbers and our setups")
   reproduce.set_defaults(run=_reproduce)
+
+  ablations = commands.add_parser('ablations', help='write experiments/ABLATIONS.md from the recorded sweep runs')
+  ablations.add_argument('--ablations', default='experiments/ablations', help='the sweep files')
+  ablations.add_argument('--results', default='experiments/results', help='where the sweeps recorded their runs')
+  ablations.add_argument('--out', default='experiments/ABLATIONS.md')
+  ablations.set_defaults(run=_ablations)
 
   from pneumojax import bench  # Here, not above: its imports add a root log handler, which would mute ours.
   speed = commands.add_parser('bench', help='train/eval step speed, compile time, memory and FLOP utilisation',

@@ -1,0 +1,57 @@
+"""ABLATIONS.md: every number on the page comes from the sweep's results files (means, sds, paired intervals)."""
+
+import json
+import shutil
+
+import numpy as np
+import scipy.stats
+
+from pneumojax.studies import ablations
+from pneumojax.train import files
+
+
+def _results(out, run):
+  return json.loads((out / run.name / files.RESULTS).read_text())
+
+
+def test_the_page_is_computed_from_the_results_files(swept, tmp_path):
+  definition, out, runs, _, _ = swept
+  sweeps, results = tmp_path / 'ablations', tmp_path / 'results'
+  sweeps.mkdir()
+  shutil.copy(out.parent / 'grid.py', sweeps / 'grid.py')
+  shutil.copytree(out, results / 'grid', ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  # An empty grid over the same config: the checkpoint-selection comparison, on the first setting's runs.
+  (sweeps / 'selection.py').write_text((out.parent / 'grid.py').read_text().replace(
+      repr(definition.grid), '{}'))
+  first = [r for r in runs if r.overrides['optim.learning_rate'] == runs[0].overrides['optim.learning_rate']]
+  for run in first:
+    shutil.copytree(out / run.name, results / 'selection' / f'seed={run.seed}',
+                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  page = ablations.render(sweeps, results)
+
+  by_rate = {}
+  for run in runs:
+    by_rate.setdefault(run.overrides['optim.learning_rate'], {})[run.seed] = _results(out, run)
+  (base_rate, base), (other_rate, other) = list(by_rate.items())
+  for rate, members in by_rate.items():
+    aucs = [r['test_at_val_threshold']['auc'] for r in members.values()]
+    assert f'| optim.learning_rate={rate} | {" ".join(map(str, sorted(members)))} | ' \
+           f'{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f} |' in page
+  differences = [other[s]['test_at_val_threshold']['auc'] - base[s]['test_at_val_threshold']['auc'] for s in base]
+  half = scipy.stats.t.ppf(0.975, len(differences) - 1) * np.std(differences, ddof=1) / np.sqrt(len(differences))
+  mean = np.mean(differences)
+  assert f'ROC-AUC {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]' in page
+  assert '**Finding**: ' in page and (('no difference beyond seed noise' in page) == (mean - half <= 0 <= mean + half))
+
+  inflation = [_results(out, r)['test_selected']['auc'] - _results(out, r)['test']['auc'] for r in first]
+  half = scipy.stats.t.ppf(0.975, len(inflation) - 1) * np.std(inflation, ddof=1) / np.sqrt(len(inflation))
+  assert f'{np.mean(inflation):+.3f} [{np.mean(inflation) - half:+.3f}, {np.mean(inflation) + half:+.3f}]' in \
+      page.split('## selection')[1]
+
+
+def test_settings_not_run_yet_are_listed_with_the_command(swept, tmp_path):
+  out = swept[1]
+  (tmp_path / 'ablations').mkdir()
+  shutil.copy(out.parent / 'grid.py', tmp_path / 'ablations' / 'grid.py')
+  page = ablations.render(tmp_path / 'ablations', tmp_path / 'results')
+  assert 'none run' in page and 'Not run yet' in page and 'pneumojax sweep' in page
