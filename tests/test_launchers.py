@@ -19,6 +19,13 @@ from tests.helpers import REPO, SWEPT_LEARNING_RATES, write_sweep
 submitit = pytest.importorskip('submitit')
 
 
+def _run_interval(workdir) -> tuple[float, float]:
+  """(start, end) of a run's last invocation: results.json is written at its end, after `wall_time_s`."""
+  path = workdir / files.RESULTS
+  end = path.stat().st_mtime
+  return end - json.loads(path.read_text())['run']['wall_time_s'], end
+
+
 def _checkpoint_times(workdir) -> list[float]:
   return sorted(p.stat().st_mtime for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
 
@@ -54,9 +61,9 @@ def test_parallel_runs_at_once_and_resumes_the_interrupted_one(tmp_path, tfds_di
     assert results['run']['resumed_from_step'] == (2 if run is second else 0)
     with checkpoint.Checkpointer(out / run.name) as ckpt:
       assert ckpt.latest_step() == 6
-  # At once: each run saved a checkpoint before the other had saved its last one.
-  a, b = _checkpoint_times(out / first.name), _checkpoint_times(out / second.name)[1:]  # b[0]: before the sweep
-  assert a[0] < b[-1] and b[0] < a[-1], (a, b)
+  # At once: each run started before the other ended (run one after the other, one would start after the other's end).
+  a, b = _run_interval(out / first.name), _run_interval(out / second.name)
+  assert a[0] < b[1] and b[0] < a[1], (a, b)
   assert (out / 'results.md').exists() and 'learning_rate' in (out / 'results.csv').read_text()
 
 
