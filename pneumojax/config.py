@@ -94,6 +94,12 @@ def default_config() -> ml_collections.ConfigDict:
   # True: Kermany et al.'s transfer learning: the frozen backbone's features computed once, then only the head
   # trained on them, for num_epochs (train/linear_probe.py). Set model.init_from.
   train.cached_features = False
+  # With cached_features: augmented views (data.augment's distributions) of each train image cached besides the
+  # plain one; the head trains on all of them, every epoch.
+  train.cached_views = 0
+  # With cached_features: the head trains on features standardised by their train mean and sd (an
+  # ill-conditioned probe otherwise learns slowly), folded into its first layer, so checkpoints are plain models.
+  train.standardize_features = False
 
   config.distributed = distributed = ml_collections.ConfigDict()  # see pneumojax/train/distributed.py
   distributed.initialize = False          # True: call jax.distributed.initialize (several processes).

@@ -9,6 +9,7 @@ import tensorflow as tf
 from pneumojax import models, train, weights
 from pneumojax.config import default_config
 from pneumojax.models.head import Head
+from pneumojax.data import device
 from pneumojax.train import checkpoint, linear_probe, test_history
 from tests.helpers import assert_best_checkpoint_keeps, pretrained_run_config, tiny_backbone, tiny_config
 
@@ -26,6 +27,49 @@ def test_extract_features_returns_the_backbone_features_of_the_real_examples_onl
   np.testing.assert_allclose(cached['features'], model.clone(features_only=True).apply(variables, images, train=False),
                              rtol=1e-6)
   np.testing.assert_array_equal(cached['label'], [0, 1, 1, 0, 1])
+
+
+def _identity_augmentation(config):
+  config.data.update({'crop_scale_min': 1.0, 'crop_max_aspect': 1.0, 'rotation_degrees': 0.0, 'brightness': 0.0,
+                      'contrast': 0.0})
+  return config
+
+
+def test_augmented_views_are_drawn_per_view_and_seed_and_an_identity_view_is_the_plain_image():
+  config = default_config()
+  config.data.update({'resolution': 8, 'channels': 3, 'normalize': 'imagenet'})
+  model = tiny_backbone()
+  images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), np.uint8)
+  split = device.Split('train', np.concatenate([images, np.zeros((1, 8, 8, 1), np.uint8)]),
+                       np.array([0, 1, 1, 0, 1, 0], np.int32), np.array([1] * 5 + [0], np.float32))
+  variables = model.init(KEY, np.zeros((1, 8, 8, 3), np.float32), train=False)
+  views = linear_probe.augmented_views(model, variables, split, config.data, 3, seed=0, batch_size=2)
+  assert views['features'].shape[0] == 15 and views['label'].tolist() == [0, 1, 1, 0, 1] * 3  # padding dropped
+  first, second, third = np.split(views['features'], 3)
+  assert not np.allclose(first, second) and not np.allclose(second, third)
+  again = linear_probe.augmented_views(model, variables, split, config.data, 3, seed=0, batch_size=2)
+  np.testing.assert_array_equal(again['features'], views['features'])
+  assert not np.allclose(linear_probe.augmented_views(model, variables, split, config.data, 1, seed=1,
+                                                      batch_size=2)['features'], first)
+  # Without augmentation a view is the plain image, normalised as the eval pipeline feeds it.
+  plain = linear_probe.augmented_views(model, variables, split, _identity_augmentation(config).data, 1, 0, 2)
+  expected = model.clone(features_only=True).apply(
+      variables, device.eval_batch({'image': images}, config.data)['image'], train=False)
+  np.testing.assert_allclose(plain['features'], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('hidden', [(), (4,)])
+def test_a_head_trained_on_standardized_features_folds_into_one_for_raw_features(hidden):
+  rng = np.random.default_rng(0)
+  raw = (rng.normal(size=(50, 6)) * [1, 10, 100, 0.1, 1, 1] + [0, 5, -50, 1, 2, 3]).astype(np.float32)
+  raw[:, 4] = 7.0  # a constant feature: sd 0
+  mean, sd = linear_probe.standardizer(raw)
+  head = Head(num_classes=2, hidden=hidden)
+  params = head.init(KEY, np.zeros((1, 6), np.float32), train=False)['params']
+  folded = linear_probe.fold_standardizer(params, mean, sd)
+  np.testing.assert_allclose(head.apply({'params': folded}, raw, train=False),
+                             head.apply({'params': params}, (raw - mean) / sd, train=False), rtol=1e-4, atol=1e-4)
+  assert sd[4] == 1.0 and np.allclose(((raw - mean) / sd).std(axis=0)[[0, 1, 2, 3, 5]], 1.0, atol=1e-5)
 
 
 def _separable_features(rng, n, shift):

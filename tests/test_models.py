@@ -169,3 +169,17 @@ def test_resnet_small_stem_keeps_resolution():
         variables, x)
     last_block = state['intermediates']['layer4_1']['__call__'][0]
     assert last_block.shape == (1, size, size, 512)
+
+
+def test_efficientnet_feature_blocks_concatenate_pooled_block_outputs():
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  single = models.get_model('efficientnet_lite0', features_only=True)
+  variables = single.init(jax.random.key(1), x, train=False)
+  several = models.get_model('efficientnet_lite0', features_only=True, feature_blocks=[16, 5])  # a list, from JSON
+  features, state = several.apply(variables, x, train=False, capture_intermediates=True)
+  block5 = state['intermediates']['blocks_5']['__call__'][0]
+  assert features.shape == (2, 80 + 1280)  # block 5 (80 channels) first: the blocks in network order
+  np.testing.assert_allclose(features[:, :80], block5.mean(axis=(1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(features[:, 80:], single.apply(variables, x, train=False), rtol=1e-6)
+  with pytest.raises(ValueError, match=r'feature_blocks=\(17,\).*0-15.*16 \(conv_head\)'):
+    models.get_model('efficientnet_lite0', feature_blocks=(17,)).init(jax.random.key(1), x, train=False)

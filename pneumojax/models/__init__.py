@@ -50,4 +50,6 @@ def get_model(name: str, layers: str = 'auto', **kwargs) -> nn.Module:
     raise ValueError(f'unknown model {name!r}; known models: {", ".join(list_models())}')
   if 'dtype' in kwargs:
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+  # A config read back from JSON holds lists where it was given tuples; module fields must be hashable.
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   return _MODELS[name](layers=layers_lib.choose(layers), **kwargs)

@@ -5,9 +5,14 @@ fixed. 'SAME' padding is TensorFlow's, as in the original and the port (efficien
 state_dict names `_blocks.3._expand_conv` map here to `blocks_3/expand_conv`). BatchNorm epsilon 1e-3. Dropout
 0.2 before the classifier, as the original; no stochastic depth. Expects ImageNet mean/std-normalised RGB.
 4,652,008 parameters with the 1000-class top.
+
+`feature_blocks` makes the head see several depths: the spatially averaged outputs of those MBConv blocks (0-15)
+and, as index 16, of the 1280-wide conv_head, concatenated. A frozen ImageNet backbone's last layer is tuned to
+ImageNet's classes; its middle blocks hold more generic texture and shape features that a linear probe on chest
+films can use (experiments/best/SEARCH.md). The default, (16,), is the usual single feature vector.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -50,20 +55,25 @@ class MBConv(nn.Module):
 class EfficientNetLite0(Classifier):
   """`__call__(x, train)` maps [B, H, W, C] float32 to float32 logits (or features: see models.base)."""
   dropout_rate: float = 0.2
+  feature_blocks: Sequence[int] = (16,)  # the blocks whose pooled outputs the head sees (16: conv_head).
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = self.conv(padding='SAME', use_bias=False)
     norm = self.norm(train, epsilon=1e-3)
     x = nn.relu6(norm(name='bn0')(conv(32, (3, 3), 2, name='conv_stem')(x)))
-    block = 0
+    outputs = []  # of every block, then of conv_head
     for repeats, kernel_size, strides, expansion, out_filters in STAGES:
       for r in range(repeats):
         x = MBConv(expansion, kernel_size, strides if r == 0 else 1, out_filters, conv, norm,
-                   name=f'blocks_{block}')(x)
-        block += 1
-    x = nn.relu6(norm(name='bn1')(conv(1280, (1, 1), name='conv_head')(x)))
-    return self.classify(jnp.mean(x, axis=(1, 2)), train)
+                   name=f'blocks_{len(outputs)}')(x)
+        outputs.append(x)
+    outputs.append(nn.relu6(norm(name='bn1')(conv(1280, (1, 1), name='conv_head')(x))))
+    if not self.feature_blocks or not set(self.feature_blocks) <= set(range(len(outputs))):
+      raise ValueError(f'efficientnet_lite0 feature_blocks={tuple(self.feature_blocks)}: use indices 0-'
+                       f'{len(outputs) - 2} (MBConv blocks) and {len(outputs) - 1} (conv_head).')
+    pooled = [jnp.mean(outputs[i], axis=(1, 2)) for i in sorted(set(self.feature_blocks))]
+    return self.classify(jnp.concatenate(pooled, axis=-1), train)
 
 
 efficientnet_lite0 = EfficientNetLite0

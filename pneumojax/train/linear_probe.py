@@ -7,6 +7,11 @@ without augmentation, and once over the validation split. The head then trains o
 on the validation features after every epoch. Each epoch is saved as an ordinary checkpoint of the whole model
 (the best by validation AUC is kept), so the test evaluation, `pneumojax eval` and `predict` treat the run as any
 other. It runs in one process and does not resume: it takes minutes where fine-tuning takes hours.
+
+Two options make the probe stronger without making it a different model (experiments/best.py uses both):
+`train.cached_views` caches that many augmented views of every train image besides the plain one (augmentation
+for a model whose features are computed once), and `train.standardize_features` trains the head on standardised
+features, folding the scaling into the head's first layer before each checkpoint.
 With `config.eval.report_test_selected` the test features are cached too and the head is evaluated on them after
 every epoch, for the separately labelled test-selected entry (train/test_history.py). A sibling of the fine-tuning
 trainer (train/finetune.py): both build on train/run.py.
@@ -16,10 +21,11 @@ import functools
 import logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from pneumojax.data import pipeline, prepare
+from pneumojax.data import augment_jax, device, pipeline, prepare
 from pneumojax.models.head import HEAD, Head
 from pneumojax.train import checkpoint, evaluator, optim, parallel, run, step, test_history
 from pneumojax.train.state import TrainState
@@ -37,6 +43,44 @@ def extract_features(model, variables, dataset) -> dict[str, np.ndarray]:
     features.append(np.asarray(features_fn(variables, batch['image']))[real])
     labels.append(batch['label'][real])
   return {'features': np.concatenate(features), 'label': np.concatenate(labels)}
+
+
+def augmented_views(model, variables, split: device.Split, data_config, num_views: int, seed: int,
+                    batch_size: int) -> dict[str, np.ndarray]:
+  """{'features': [num_views * n, D], 'label'} of `num_views` augmented views (data/augment_jax.py, drawn from
+  `seed`) of the n real examples of `split` (padded to whole batches of `batch_size`), view after view."""
+  backbone = model.clone(features_only=True)
+  size = pipeline.input_shape(data_config)[0]
+
+  @jax.jit
+  def features_fn(v, images, key):
+    images = images.astype(jnp.float32) / 255.0
+    images = augment_jax.apply(images, augment_jax.draw_params(key, images.shape[0], data_config), size)
+    return backbone.apply(v, device.normalise(images, data_config), train=False)
+
+  real = split.mask > 0
+  features = []
+  for view in range(num_views):
+    key = jax.random.fold_in(jax.random.key(seed), view)
+    features.append(np.concatenate([
+        np.asarray(features_fn(variables, split.image[start:start + batch_size], jax.random.fold_in(key, start)))
+        for start in range(0, len(split.mask), batch_size)])[real])
+  return {'features': np.concatenate(features), 'label': np.tile(split.label[real], num_views)}
+
+
+def standardizer(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, sd) of train `features` [n, D] per dimension; a constant dimension gets sd 1."""
+  mean, sd = features.mean(axis=0), features.std(axis=0)
+  return mean, np.where(sd > 0, sd, 1.0).astype(features.dtype)
+
+
+def fold_standardizer(head_params: dict, mean: np.ndarray, sd: np.ndarray) -> dict:
+  """The head's parameters for raw features, from those trained on (features - mean) / sd: its first dense layer
+  computes ((x - mean) / sd) @ W + b = x @ (W / sd) + (b - (mean / sd) @ W)."""
+  first = min((name for name in head_params if name.startswith('hidden')), default='out')
+  kernel, bias = head_params[first]['kernel'], head_params[first]['bias']
+  folded = {'kernel': kernel / sd[:, None], 'bias': bias - (mean / sd) @ kernel}
+  return {**head_params, first: folded}
 
 
 def _batches(data: dict, batch_size: int, rng: np.random.Generator | None = None):
@@ -80,6 +124,22 @@ def train_head(config, head: Head, head_params, train: dict, val: dict, class_we
     yield epoch, dp.unreplicate(state).params[HEAD], val_results
 
 
+def _cache(config, model, variables, builder, roles) -> dict[str, dict]:
+  """{role: {'features', 'label'}} for the (role, split) pairs: the plain images' features and, for 'train', the
+  `train.cached_views` augmented views after them."""
+  cached = {}
+  for role, split in roles:
+    dataset, _ = pipeline.eval_dataset(builder, config.data, split, config.train.eval_batch_size)
+    cached[role] = extract_features(model, variables, dataset)
+    if role == 'train' and config.train.cached_views:
+      views = augmented_views(model, variables,
+                              device.read_split(builder, split, config.data, pad_to=config.train.eval_batch_size),
+                              config.data, config.train.cached_views, config.seed, config.train.eval_batch_size)
+      cached[role] = {k: np.concatenate([cached[role][k], views[k]]) for k in cached[role]}
+    log.info('Cached the %s features of %s: %s.', config.model.name, split, cached[role]['features'].shape)
+  return cached
+
+
 def train_and_evaluate(config, workdir, started: float) -> dict:
   """The cached-features run in `workdir`; returns the results of run.finish. `started`: when the run began
   (`time.perf_counter()`), for its recorded wall time."""
@@ -88,6 +148,9 @@ def train_and_evaluate(config, workdir, started: float) -> dict:
   if config.data.class_balance == 'oversample':
     raise ValueError("train.cached_features weights classes but does not oversample: set "
                      "--config.data.class_balance=weights (or none).")
+  if config.train.cached_views and not config.data.augment:
+    raise ValueError(f'train.cached_views={config.train.cached_views} caches augmented views, but data.augment is '
+                     'off: set --config.data.augment=True (or cached_views=0).')
   workdir = epath.Path(workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.checkpoint_keep)
   if ckpt.latest_step() is not None:
@@ -97,14 +160,12 @@ def train_and_evaluate(config, workdir, started: float) -> dict:
   state = run.new_run_state(config, run.initial_state(config, steps_per_epoch=1, total_steps=1)[0])
   model = run.build_model(config)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  cached = {}
   roles = [('train', config.data.train_split), ('val', config.data.val_split)]
   if config.eval.report_test_selected:
     roles.append(('test', config.data.test_split))
-  for role, split in roles:
-    dataset, _ = pipeline.eval_dataset(builder, config.data, split, config.train.eval_batch_size)
-    cached[role] = extract_features(model, variables, dataset)
-    log.info('Cached the %s features of %s: %s.', config.model.name, split, cached[role]['features'].shape)
+  cached = _cache(config, model, variables, builder, roles)
+  mean, sd = standardizer(cached['train']['features']) if config.train.standardize_features else (0.0, 1.0)
+  cached = {role: {**data, 'features': (data['features'] - mean) / sd} for role, data in cached.items()}
   class_weights = None
   if config.data.class_balance == 'weights':
     class_weights = step.class_weights_from_counts(np.bincount(cached['train']['label'], minlength=model.num_classes))
@@ -116,6 +177,8 @@ def train_and_evaluate(config, workdir, started: float) -> dict:
              val_results['auc'], val_results['accuracy'])
     if history is not None:
       history = test_history.record(workdir, history, epoch, val_results.pop('test'))
+    if config.train.standardize_features:
+      head_params = fold_standardizer(head_params, mean, sd)
     state = state.replace(step=epoch, params={**state.params, HEAD: head_params})
     ckpt.save(epoch, state, config, val_results)
   dp = parallel.DataParallel(config.train.parallel)
