@@ -46,9 +46,10 @@ def outputs(trained_run, evaluated):
 
 
 def test_threshold_is_chosen_on_validation_outputs_only(trained_run, evaluated, outputs):
-  _, workdir, results = trained_run
-  on_val = threshold.choose(outputs['val_pd']['label'], outputs['val_pd']['probs'][:, 1], 'sensitivity', 0.95)
-  on_test = threshold.choose(outputs['test']['label'], outputs['test']['probs'][:, 1], 'sensitivity', 0.95)
+  config, workdir, results = trained_run
+  rule = config.eval.threshold_rule  # the default, 'youden'
+  on_val = threshold.choose(outputs['val_pd']['label'], outputs['val_pd']['probs'][:, 1], rule)
+  on_test = threshold.choose(outputs['test']['label'], outputs['test']['probs'][:, 1], rule)
   assert on_val != pytest.approx(on_test)  # Otherwise this test could not see a leak.
   assert evaluated['threshold']['threshold'] == pytest.approx(on_val)
   assert evaluated['threshold']['chosen_on'] == 'val_pd'
