@@ -113,9 +113,15 @@ def default_config() -> ml_collections.ConfigDict:
   evaluation.target_sensitivity = 0.95  # for threshold_rule='sensitivity'
   evaluation.bootstrap_samples = 1000  # resamples of patients for the 95% confidence intervals.
   evaluation.bootstrap_seed = 0
+  # False: the run never reads the test split, and results.json holds validation metrics only (`val`, and
+  # `val_at_val_threshold` at the threshold chosen on those same outputs): search recipes this way, then evaluate
+  # the test split once, for the recipe chosen, with True (the same fine-tuning command resumes at its last step
+  # and only evaluates). May change on resume: it is applied after training.
+  evaluation.evaluate_test = True
   # True: also evaluate the test split at every validation evaluation and add `test_selected` to results.json,
   # the metrics of the evaluation with the best *test* AUC (Kermany et al.'s protocol; optimistic, labelled as
-  # such). The headline `test` entry stays the checkpoint chosen on validation (train/test_history.py).
+  # such). The headline `test` entry stays the checkpoint chosen on validation (train/test_history.py). Needs
+  # evaluate_test.
   evaluation.report_test_selected = False
   return config
 

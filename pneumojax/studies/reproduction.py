@@ -4,8 +4,9 @@ The papers' numbers are data, in experiments/papers.json: each setup with the di
 (`experiments/results/<setup name>/<run>/results.json`, one run per seed), our config that makes them and how
 it deviates from the paper. Every number of ours in the page is read from those results files (and, for a single
 seed's 95% interval, from the run's `eval/test/metrics.json` written by `pneumojax eval`); a setup without
-results is listed as not run here, with its estimated cost where one has been entered (`estimate`). The sweeps'
-ablation tables (results.md under each sweep's folder) are linked, not copied.
+results is listed as not run here, with its estimated cost where one has been entered (`estimate`); runs that did
+not read the test split (`eval.evaluate_test=False`) are left out, and counted. The sweeps' ablation tables
+(results.md under each sweep's folder) are linked, not copied.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ from pneumojax.studies import tables
 PAPERS = 'experiments/papers.json'
 METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'auc')
 _HEADERS = [m.replace('_', ' ') for m in METRICS]
+_RULE_FIELDS = ('eval.threshold_rule', 'eval.target_sensitivity')
 _VAL = ('checkpoint (epoch) chosen by ROC-AUC on val_pd (10% of the train patients, patient-disjoint); test '
         'evaluated once at threshold 0.5')
 
@@ -112,7 +114,8 @@ def _wall(runs: list[dict]) -> str:
 
 def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
   """'field=run value (config: file value)' for every field the runs changed from the setup's config file (by
-  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden."""
+  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden. The
+  threshold rule is left out too: the line of the val-chosen threshold names each run's recorded rule."""
   try:
     default = config_lib.flatten(json.loads(config_lib.load_config(['--config', setup.config]).to_json()))
   except SystemExit:
@@ -120,7 +123,7 @@ def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
   changes = set()
   for run in runs:
     for key, value in run['config'].items():
-      if key not in tables.IGNORED and key in default and default[key] != value:
+      if key not in (*tables.IGNORED, *_RULE_FIELDS) and key in default and default[key] != value:
         changes.add(f'{key}={value} (config: {default[key]})')
   return sorted(changes)
 
@@ -171,7 +174,8 @@ def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
            '| setup | protocol | n | ' + ' | '.join(_HEADERS) + ' |', '|---|---|---|' + '---|' * len(METRICS)]
   details, missing = [], []
   for setup in setups:
-    runs = tables.load_runs(results_dir / setup.name) if (results_dir / setup.name).is_dir() else []
+    found = tables.load_runs(results_dir / setup.name) if (results_dir / setup.name).is_dir() else []
+    runs = [r for r in found if 'test' in r['results']]  # not runs that never read the test split (a search)
     if not runs:
       missing.append(setup)
       continue
@@ -182,7 +186,9 @@ def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
                 (f'- Seeds: {", ".join(str(r["config"].get("seed")) for r in runs)}; checkpoint steps: '
                  f'{", ".join(str(r["results"].get("checkpoint_step")) for r in runs)}.'),
                 f'- Hardware: {"; ".join(sorted({_hardware(r) for r in runs}))}. Wall time per run: {_wall(runs)}.',
-                '- Commands:', *[f'  - `{c}`' for c in commands], '']
+                '- Commands:', *[f'  - `{c}`' for c in commands],
+                *([f'- Left out: {len(found) - len(runs)} run(s) with validation metrics only '
+                   '(eval.evaluate_test=False).'] if len(found) > len(runs) else []), '']
   if not details:
     lines.append('| no results recorded yet |' + ' |' * (2 + len(METRICS)))
   lines += ['', '## Setups', ''] + (details or ['No results recorded yet.', ''])

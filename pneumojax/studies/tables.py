@@ -4,9 +4,11 @@ Runs are grouped by their config with the seed (and where the data lives) left o
 between the collected runs label the groups. Per group: n runs, their seeds, mean wall time, and the mean and
 sample standard deviation (ddof=1; empty for a single run) of each test metric, for the headline `test` entry
 (checkpoint chosen on validation, threshold 0.5) and, where present, `test_at_val_threshold` (threshold chosen on
-validation) and `test_selected` (checkpoint chosen on the test set: optimistic). A metric that is NaN in a run
-(undefined) makes its group's mean NaN. Balanced accuracy, which results recorded before it lack, is derived from
-what they hold (`recorded_metric`).
+validation) and `test_selected` (checkpoint chosen on the test set: optimistic); then the validation metrics, `val`
+(threshold 0.5) and, for runs that did not read the test split (`eval.evaluate_test=False`, a recipe search),
+`val_at_val_threshold`: optimistic, as that split chose the checkpoint and the threshold, but what a search compares
+without looking at the test. A metric that is NaN in a run (undefined) makes its group's mean NaN. Balanced
+accuracy, which results recorded before it lack, is derived from what they hold (`recorded_metric`).
 
   pneumojax table DIR      # writes DIR/results.csv and DIR/results.md
 """
@@ -22,13 +24,16 @@ from pneumojax import config as config_lib
 from pneumojax.train import files
 
 METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc')
-SECTIONS = ('test', 'test_at_val_threshold', 'test_selected')
+SECTIONS = ('test', 'test_at_val_threshold', 'test_selected', 'val', 'val_at_val_threshold')
 DDOF = 1
 IGNORED = ('seed', *config_lib.DATA_LOCATION_FIELDS)
 _SECTION_TITLES = {
     'test': 'test, checkpoint chosen on validation, threshold 0.5 (headline)',
     'test_at_val_threshold': 'test, checkpoint and threshold chosen on validation',
     'test_selected': 'test, checkpoint chosen on the TEST set (Kermany et al.\'s protocol; optimistic)',
+    'val': 'validation, the split that chose the checkpoint, threshold 0.5 (optimistic)',
+    'val_at_val_threshold': 'validation, the split that chose the checkpoint and the threshold (optimistic; the test '
+                            'split not read)',
 }
 
 
