@@ -35,7 +35,8 @@ def _train(args) -> None:
   except preemption.Interrupted as e:
     logging.getLogger('pneumojax').warning('%s', e)
     raise SystemExit(e.exit_code) from None
-  print(json.dumps({k: results[k] for k in ('checkpoint_step', 'val', 'test')}, indent=1))
+  shown = ('checkpoint_step', 'val', 'val_at_val_threshold', 'test', 'test_at_val_threshold')  # those it has
+  print(json.dumps({k: results[k] for k in shown if k in results}, indent=1))
 
 
 def _eval(args) -> None:

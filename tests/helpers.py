@@ -188,6 +188,24 @@ def result_file_writers() -> dict:
   }
 
 
+def refuse_to_read_split(monkeypatch, split: str) -> None:
+  """Every reader of a split (the TFDS builder's `as_dataset`, the metadata, and `load_split`, under the tf.data
+  pipeline and the data on the devices) raises AssertionError when asked for `split`, and reads the others."""
+  from pneumojax.data import builder as builder_lib
+  from pneumojax.data import splits
+
+  def guarded(read):
+    def reader(builder, name=None, *args, **kwargs):
+      if kwargs.get('split', name) == split:
+        raise AssertionError(f'the {split!r} split was read')
+      return read(builder, name, *args, **kwargs) if name is not None else read(builder, *args, **kwargs)
+    return reader
+  monkeypatch.setattr(builder_lib.ChestXrayPneumonia, 'as_dataset',
+                      guarded(builder_lib.ChestXrayPneumonia.as_dataset))
+  for name in ('read_metadata', 'split_metadata', 'load_split'):  # read_metadata's cache would skip as_dataset
+    monkeypatch.setattr(splits, name, guarded(getattr(splits, name)))
+
+
 SWEPT_LEARNING_RATES = [1e-3, 3e-3]  # the grid of the `swept` fixture (conftest.py), with these seeds:
 SWEPT_SEEDS = [0, 1]
 

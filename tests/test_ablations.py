@@ -41,7 +41,15 @@ def test_the_page_is_computed_from_the_results_files(swept, tmp_path):
   half = scipy.stats.t.ppf(0.975, len(differences) - 1) * np.std(differences, ddof=1) / np.sqrt(len(differences))
   mean = np.mean(differences)
   assert f'ROC-AUC {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]' in page
-  assert '**Finding**: ' in page and (('no difference beyond seed noise' in page) == (mean - half <= 0 <= mean + half))
+  auc_verdict = ('ROC-AUC: no difference beyond seed noise' if mean - half <= 0 <= mean + half
+                 else f'ROC-AUC {"higher" if mean - half > 0 else "lower"}')
+  assert auc_verdict in page.split('**Finding**: ')[1].split('\n')[0]
+  # Balanced accuracy, compared the same way (the second metric of the finding).
+  differences = [other[s]['test_at_val_threshold']['balanced_accuracy']
+                 - base[s]['test_at_val_threshold']['balanced_accuracy'] for s in base]
+  half = scipy.stats.t.ppf(0.975, len(differences) - 1) * np.std(differences, ddof=1) / np.sqrt(len(differences))
+  mean = np.mean(differences)
+  assert f'balanced accuracy {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]' in page
 
   inflation = [_results(out, r)['test_selected']['auc'] - _results(out, r)['test']['auc'] for r in first]
   half = scipy.stats.t.ppf(0.975, len(inflation) - 1) * np.std(inflation, ddof=1) / np.sqrt(len(inflation))

@@ -46,9 +46,10 @@ def outputs(trained_run, evaluated):
 
 
 def test_threshold_is_chosen_on_validation_outputs_only(trained_run, evaluated, outputs):
-  _, workdir, results = trained_run
-  on_val = threshold.choose(outputs['val_pd']['label'], outputs['val_pd']['probs'][:, 1], 'sensitivity', 0.95)
-  on_test = threshold.choose(outputs['test']['label'], outputs['test']['probs'][:, 1], 'sensitivity', 0.95)
+  config, workdir, results = trained_run
+  rule = config.eval.threshold_rule  # the default, 'youden'
+  on_val = threshold.choose(outputs['val_pd']['label'], outputs['val_pd']['probs'][:, 1], rule)
+  on_test = threshold.choose(outputs['test']['label'], outputs['test']['probs'][:, 1], rule)
   assert on_val != pytest.approx(on_test)  # Otherwise this test could not see a leak.
   assert evaluated['threshold']['threshold'] == pytest.approx(on_val)
   assert evaluated['threshold']['chosen_on'] == 'val_pd'
@@ -71,8 +72,9 @@ def test_metrics_json_agrees_with_sklearn(trained_run, evaluated, outputs):
     assert op['auc'] == pytest.approx(skm.roc_auc_score(labels, scores)), name
     assert op['pr_auc'] == pytest.approx(skm.average_precision_score(labels, scores)), name
     assert op['sensitivity'] == pytest.approx(skm.recall_score(labels, predicted)), name
+    assert op['balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(labels, predicted)), name
     assert op['confusion_matrix'] == skm.confusion_matrix(labels, predicted).tolist(), name
-    for metric in ('accuracy', 'auc', 'sensitivity'):
+    for metric in ('accuracy', 'balanced_accuracy', 'auc', 'sensitivity'):
       low, high = op['ci95'][metric]
       assert low <= op[metric] <= high and high - low < 0.3, (name, metric)
   assert saved['operating_points']['fixed threshold']['auc'] == pytest.approx(results['test']['auc'], abs=1e-6)

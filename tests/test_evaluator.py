@@ -59,7 +59,7 @@ def test_the_threshold_is_chosen_on_the_validation_outputs_only(model_state):
   assert set(collected) == {'val_pd', 'test'} and collected['test'].compute()['num_examples'] == 11
 
   def chosen_on(batches):
-    return threshold.choose(np.arange(10) % 2, _probs(model, state, batches)[:10, 1], 'sensitivity', 0.95)
+    return threshold.choose(np.arange(10) % 2, _probs(model, state, batches)[:10, 1], config.eval.threshold_rule)
   assert chosen_on(val) != pytest.approx(chosen_on(test))  # otherwise this test could not see a leak
   assert point['threshold'] == pytest.approx(chosen_on(val), rel=1e-5)
   assert (point['chosen_on'], point['checkpoint_step']) == ('val_pd', 7)

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from pneumojax import train
-from pneumojax.train import checkpoint, files, run
-from tests.helpers import assert_best_checkpoint_keeps, final_state, outcome, pretrained_run_config, tiny_config
+from pneumojax.data import device, pipeline, prepare, splits
+from pneumojax.evaluation import metrics
+from pneumojax.train import checkpoint, evaluator, files, parallel, run
+from pneumojax.trained import load
+from tests.helpers import (assert_best_checkpoint_keeps, data_config, final_state, outcome, pretrained_run_config,
+                           refuse_to_read_split, tiny_config)
 
 
 @pytest.fixture(scope='module')
@@ -17,6 +21,83 @@ def six_step_run(builder64, tfds_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('six')
   config = tiny_config(tfds_dir, 6)
   return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
+def _val_only_config(tfds_dir, device_memory_mb=1024):
+  """tiny_config for 3 steps on bacteria vs virus, the test split switched off."""
+  config = tiny_config(tfds_dir, 3)
+  config.data.update({'task': 'bacteria_vs_virus', 'device_memory_mb': device_memory_mb})
+  config.eval.evaluate_test = False
+  return config
+
+
+@pytest.fixture(scope='module')
+def val_only_run(builder64, tfds_dir, tmp_path_factory):
+  """A run with eval.evaluate_test=False whose every reader of the test split raises: (config, workdir, results)."""
+  workdir = tmp_path_factory.mktemp('val_only')
+  config = _val_only_config(tfds_dir)
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    refuse_to_read_split(monkeypatch, config.data.test_split)
+    return config, workdir, train.train_and_evaluate(config, str(workdir))
+
+
+def _assert_val_only(config, workdir, results):
+  saved = json.loads((workdir / files.RESULTS).read_text())
+  assert not [k for k in saved if k.startswith('test')] and not [k for k in results if k.startswith('test')]
+  assert saved['val']['split'] == saved['val_at_val_threshold']['split'] == 'val_pd'
+  assert saved['val_at_val_threshold']['chosen_on'] == 'val_pd' and 'OPTIMISTIC' in saved['val_at_val_threshold'][
+      'protocol']
+  assert "the 'test' split was not read" in saved['protocol'] and saved['config']['eval']['evaluate_test'] is False
+  assert not (workdir / files.TEST_HISTORY).exists() and not (workdir / 'eval').exists()
+
+
+def test_the_guard_catches_every_reader_of_the_test_split(builder64, tfds_dir, monkeypatch):
+  config = data_config(tfds_dir)
+  refuse_to_read_split(monkeypatch, 'test')
+  for read in (lambda: builder64.as_dataset(split='test'), lambda: splits.read_metadata(builder64, 'test'),
+               lambda: pipeline.split_info(builder64, 'test', config),
+               lambda: pipeline.eval_dataset(builder64, config, 'test', 256),
+               lambda: device.read_split(builder64, 'test', config)):
+    with pytest.raises(AssertionError, match="the 'test' split was read"):
+      read()
+  assert pipeline.split_info(builder64, 'val_pd', config).num_examples == 609  # the other splits are read
+
+
+def test_a_val_only_run_never_reads_the_test_split(val_only_run):
+  _assert_val_only(*val_only_run)
+
+
+def test_a_val_only_run_on_the_tf_data_pipeline_never_reads_the_test_split(builder64, tfds_dir, tmp_path,
+                                                                            monkeypatch):
+  config = _val_only_config(tfds_dir, device_memory_mb=0)  # every split through tf.data
+  refuse_to_read_split(monkeypatch, config.data.test_split)
+  _assert_val_only(config, tmp_path, train.train_and_evaluate(config, str(tmp_path)))
+
+
+def test_the_val_chosen_threshold_maximises_balanced_accuracy_on_validation(val_only_run):
+  config, workdir, results = val_only_run
+  trained = load.load_run(workdir)
+  dp = parallel.DataParallel('jit')
+  dataset, _ = pipeline.eval_dataset(prepare.get_builder(config.data), config.data, 'val_pd', 256)
+  values = evaluator.outputs(dp, dp.replicate(trained.state), dataset.as_numpy_iterator()).outputs.compute()
+  labels, scores = values['label'], values['probs'][:, 1]  # P(virus) of the pneumonia films of val_pd
+  best = max(metrics.binary_metrics(labels, scores, t)['balanced_accuracy'] for t in np.unique(scores))
+  at_val = results['val_at_val_threshold']
+  assert "Youden's J" in at_val['rule'] and at_val['balanced_accuracy'] == pytest.approx(best, abs=1e-9)
+  assert metrics.binary_metrics(labels, scores, at_val['threshold'])['balanced_accuracy'] == pytest.approx(best)
+
+
+def test_a_val_only_run_resumed_with_the_test_switched_on_is_tested_once(val_only_run, tmp_path):
+  config, workdir, searched = val_only_run
+  shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+  config = config.copy_and_resolve_references()
+  config.eval.evaluate_test = True  # eval.evaluate_test may change on resume: no training step reads the test split
+  tested = train.train_and_evaluate(config, str(tmp_path))
+  assert tested['run']['resumed_from_step'] == 3 and tested['checkpoint_step'] == searched['checkpoint_step']
+  # The same validation metrics (as JSON: an undefined metric is NaN, which equals nothing).
+  assert json.dumps(tested['val']) == json.dumps(searched['val']) and 'val_at_val_threshold' not in tested
+  assert tested['test']['num_examples'] == 242 + 148  # the pneumonia films of the official test split
+  assert tested['test_at_val_threshold']['threshold'] == searched['val_at_val_threshold']['threshold']
 
 
 def test_results_follow_the_protocol(six_step_run):

@@ -1,6 +1,8 @@
 """The linear-probe trainer (train/linear_probe.py): a frozen backbone's cached features and a softmax head trained
 on them, evaluated by the same evaluator as every run."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -8,10 +10,11 @@ import tensorflow as tf
 
 from pneumojax import models, train, weights
 from pneumojax.config import default_config
-from pneumojax.models.head import Head
 from pneumojax.data import device
-from pneumojax.train import checkpoint, linear_probe, test_history
-from tests.helpers import assert_best_checkpoint_keeps, pretrained_run_config, tiny_backbone, tiny_config
+from pneumojax.models.head import Head
+from pneumojax.train import checkpoint, files, linear_probe, test_history
+from tests.helpers import (assert_best_checkpoint_keeps, pretrained_run_config, refuse_to_read_split, tiny_backbone,
+                           tiny_config)
 
 KEY = jax.random.key(0, impl='rbg')
 
@@ -147,3 +150,29 @@ def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch
   assert chosen['auc'] == max(h['auc'] for h in history.values()) and chosen['num_evaluations'] == 4
   assert chosen['auc'] == history[chosen['checkpoint_step']]['auc'] and 'OPTIMISTIC' in chosen['protocol']
   assert results['run']['wall_time_s'] > 0
+
+
+def test_a_val_only_cached_features_run_never_reads_the_test_split(builder64, tfds_dir, tmp_path, monkeypatch):
+  extracted, extract = [], linear_probe.extract_features
+
+  def features_of_a_subset(model, variables, dataset):  # the real backbone pass, on the first batch only: fast
+    features = extract(model, variables, dataset.take(1))
+    extracted.append(len(features['label']))
+    return features
+  monkeypatch.setattr(linear_probe, 'extract_features', features_of_a_subset)
+  config = tiny_config(tfds_dir, -1)
+  config.data.update({'channels': 3, 'image_size': 32})
+  config.model.update({'name': 'resnet18', 'init_from': str(tmp_path / 'pretrained')})
+  config.model.kwargs = {'num_filters': 4}  # replaces tiny_config's simple_cnn widths
+  config.train.update({'cached_features': True, 'num_epochs': 2, 'batch_size': 256})
+  config.eval.evaluate_test = False
+  backbone = models.get_model('resnet18', num_filters=4, features_only=True)
+  init = jax.jit(lambda: backbone.init(jax.random.key(0), np.zeros((1, 32, 32, 3)), train=False))
+  weights.save(tmp_path / 'pretrained', init())
+  refuse_to_read_split(monkeypatch, config.data.test_split)
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert extracted == [256, 256]  # train and val features only
+  saved = json.loads((tmp_path / 'run' / files.RESULTS).read_text())
+  assert not [k for k in saved if k.startswith('test')] and not [k for k in results if k.startswith('test')]
+  assert saved['val']['num_examples'] == 609 and saved['val_at_val_threshold']['chosen_on'] == 'val_pd'
+  assert "the 'test' split was not read" in saved['protocol'] and saved['checkpoint_step'] in (1, 2)

@@ -15,6 +15,7 @@ LOSSES = np.array([0.1, 2.3, 0.2, 0.9, 0.4, 0.6, 0.6, 0.2, 1.2, 0.1], np.float32
 # At threshold 0.5: TP = 4, FN = 1, FP = 2, TN = 3.
 EXPECTED = {
     'accuracy': 7 / 10,
+    'balanced_accuracy': (4 / 5 + 3 / 5) / 2,  # (sensitivity + specificity) / 2
     # Pairs (pneumonia, normal) ranked right, out of 25: 0.95 beats 5, 0.8 and 0.7 beat 4, 0.55 beats 3,
     # 0.3 beats 2.
     'auc': 18 / 25,
@@ -53,6 +54,7 @@ def test_binary_metrics_agree_with_sklearn():
   assert result['auc'] == pytest.approx(skm.roc_auc_score(LABELS, SCORES))
   assert result['pr_auc'] == pytest.approx(skm.average_precision_score(LABELS, SCORES))
   assert result['accuracy'] == pytest.approx(skm.accuracy_score(LABELS, preds))
+  assert result['balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(LABELS, preds))
   assert result['sensitivity'] == pytest.approx(skm.recall_score(LABELS, preds))
   assert result['specificity'] == pytest.approx(skm.recall_score(LABELS, preds, pos_label=0))
   assert result['precision'] == pytest.approx(skm.precision_score(LABELS, preds))
@@ -73,11 +75,12 @@ def test_threshold_moves_the_decision_not_the_auc():
 def test_undefined_metrics_are_nan_not_zero():
   all_normal = metrics.binary_metrics([0, 0, 0], [0.1, 0.7, 0.2])
   assert math.isnan(all_normal['auc']) and math.isnan(all_normal['pr_auc'])
-  assert math.isnan(all_normal['sensitivity'])
+  assert math.isnan(all_normal['sensitivity']) and math.isnan(all_normal['balanced_accuracy'])
   assert all_normal['specificity'] == pytest.approx(2 / 3)
   nothing_predicted = metrics.binary_metrics([0, 1, 1], [0.1, 0.2, 0.3])
   assert math.isnan(nothing_predicted['precision'])
   assert nothing_predicted['sensitivity'] == 0.0
+  assert nothing_predicted['balanced_accuracy'] == 0.5  # (0 + 1) / 2: defined.
   assert nothing_predicted['f1'] == 0.0  # 2TP / (2TP + FP + FN) = 0 / 2: defined.
 
 
@@ -114,6 +117,9 @@ def test_multiclass_metrics():
   result = metrics.classification_metrics(labels, probs)
   # Wrong: the second 2 (argmax 1) and the last 1 (argmax 0).
   assert result['accuracy'] == pytest.approx(4 / 6)
+  assert result['balanced_accuracy'] == pytest.approx((2 / 2 + 1 / 2 + 1 / 2) / 3)  # the mean recall
+  assert result['balanced_accuracy'] == pytest.approx(skm.balanced_accuracy_score(labels, probs.argmax(1)))
+  assert math.isnan(metrics.classification_metrics(labels[labels < 2], probs[labels < 2])['balanced_accuracy'])
   assert result['confusion_matrix'] == [[2, 0, 0], [1, 1, 0], [0, 1, 1]]
   for c in range(3):
     assert result[f'auc_class_{c}'] == pytest.approx(skm.roc_auc_score(labels == c, probs[:, c]))

@@ -2,6 +2,7 @@
 
 import pytest
 
+from pneumojax import train
 from pneumojax.train import preflight
 from tests.helpers import tiny_config
 
@@ -39,3 +40,14 @@ def test_batch_size_must_divide_over_devices(monkeypatch, tmp_path):
   monkeypatch.setattr(preflight.jax, 'device_count', lambda: 3)
   with pytest.raises(ValueError, match='train.batch_size=32 must be a multiple of the 3 devices'):
     preflight.check(tiny_config(tmp_path / 'tfds', 1), str(tmp_path))
+
+
+@pytest.mark.parametrize('cached_features', [False, True], ids=['finetune', 'linear_probe'])
+def test_the_test_selected_report_of_a_run_that_may_not_read_the_test_split_is_refused(tmp_path, cached_features):
+  config = tiny_config(tmp_path / 'tfds', 6)
+  config.train.cached_features = cached_features
+  config.eval.update({'evaluate_test': False, 'report_test_selected': True})
+  with pytest.raises(ValueError, match='report_test_selected=True evaluates the test split at every validation, and '
+                                       '--config.eval.evaluate_test=False forbids reading it'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists() and not (tmp_path / 'tfds').exists()  # refused before anything was made

@@ -28,6 +28,8 @@ def test_report_is_one_self_contained_page(trained_run, evaluated):
   auc = evaluated['operating_points']['fixed threshold']['auc']
   low, high = evaluated['operating_points']['fixed threshold']['ci95']['auc']
   assert f'{auc:.3f} <small>({low:.3f}&ndash;{high:.3f})</small>' in page
+  balanced = evaluated['operating_points']['validation-chosen threshold']['balanced_accuracy']
+  assert 'Balanced accuracy' in page and f'{balanced:.3f} <small>(' in page  # beside accuracy, with its interval
   assert '&quot;num_steps&quot;: 6' in page  # the config
 
 
@@ -55,5 +57,5 @@ def test_every_figure_loads_in_headless_chromium(trained_run, evaluated, tmp_pat
   widths = re.search(r'data-image-widths="([\d,]*)"', dom)
   assert widths, dom[-2000:]
   assert [int(w) > 0 for w in widths.group(1).split(',')] == [True] * len(PLOTS)
-  assert int(re.search(r'data-table-rows="(\d+)"', dom).group(1)) == 8  # the header and 7 metrics
+  assert int(re.search(r'data-table-rows="(\d+)"', dom).group(1)) == 9  # the header and 8 metrics
   assert 'ROC-AUC' in dom and 'validation-chosen threshold' in dom

@@ -32,3 +32,26 @@ def test_reproduction_page_numbers_come_from_the_results_files(swept, tmp_path):
   assert 'changed from the config: ' in page and '(config: mobilenet_v2)' in page
   not_run = page.split('## Not run here')[1]
   assert setup.name not in not_run and 'kermany2018_binary_inception_v3' in not_run and 'jain2020_model1' in not_run
+
+
+def test_runs_of_different_threshold_rules_get_a_line_each(swept, tmp_path):
+  _, out, runs, _, _ = swept
+  results_dir = tmp_path / 'results'
+  setup = reproduction.load_setups(PAPERS)[1]
+  for run in runs[:2]:
+    shutil.copytree(out / run.name, results_dir / setup.name / run.name,
+                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  older = results_dir / setup.name / runs[0].name / files.RESULTS
+  recorded = json.loads(older.read_text())  # as recorded before the default rule and balanced accuracy changed
+  recorded['test_at_val_threshold']['rule'] = 'highest threshold with sensitivity >= 0.95'
+  for section in ('test', 'test_at_val_threshold', 'test_selected'):
+    del recorded[section]['balanced_accuracy']
+  older.write_text(json.dumps(recorded))
+  page = reproduction.render(results_dir, PAPERS)
+  lines = [line for line in page.splitlines() if 'threshold chosen on val_pd' in line]
+  assert len(lines) == 2
+  old_rule = next(line for line in lines if 'sensitivity >= 0.95) | 1 |' in line)
+  assert any("(Youden's J" in line and ') | 1 |' in line for line in lines)
+  at_val = recorded['test_at_val_threshold']
+  balanced = 100 * (at_val['sensitivity'] + at_val['specificity']) / 2  # derived: the file lacks it
+  assert f'| {100 * at_val["accuracy"]:.1f} / 92.8 / ' in old_rule and f'| {balanced:.1f} / 91.65 / ' in old_rule

@@ -1,5 +1,6 @@
 """The sweep runner: every combination run, finished runs skipped, interrupted ones resumed, failures recorded."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 from pneumojax import cli, train
 from pneumojax.studies import sweep
 from pneumojax.train import checkpoint, files, preflight, test_history
-from tests.helpers import SWEPT_LEARNING_RATES, write_sweep
+from tests.helpers import SWEPT_LEARNING_RATES, refuse_to_read_split, write_sweep
 
 
 def test_sweep_runs_every_combination_and_resumes_the_interrupted_one(swept):
@@ -109,3 +110,29 @@ def test_a_finished_run_saved_with_a_retired_config_field_is_skipped(swept, tmp_
   monkeypatch.setattr(train, 'train_and_evaluate', lambda *a, **k: pytest.fail('must not train'))
   config = sweep.run_config(definition, runs[0], [])
   assert sweep.run_one(config, copy / runs[0].name, 'pneumojax train ...') == 'skipped'
+
+
+def test_a_sweep_of_val_only_runs_never_reads_the_test_split_and_tabulates_validation(builder64, tfds_dir, tmp_path,
+                                                                                      monkeypatch):
+  definition = write_sweep(tmp_path, tfds_dir, {'optim.learning_rate': SWEPT_LEARNING_RATES}, [0], num_steps=2)
+  refuse_to_read_split(monkeypatch, 'test')
+  out = tmp_path / 'out'
+  # The search protocol: the test split switched off for every run (and with it the sweep's test-selected report).
+  statuses = sweep.run_sweep(definition, out, ['--config.eval.evaluate_test=False',
+                                               '--config.eval.report_test_selected=False'])
+  assert list(statuses.values()) == ['trained', 'trained'], statuses
+  with open(out / 'results.csv') as f:
+    rows = {float(row['optim.learning_rate']): row for row in csv.DictReader(f)}
+  assert not [column for column in next(iter(rows.values())) if column.startswith('test')]
+  table = (out / 'results.md').read_text()
+  assert '## validation, the split that chose the checkpoint and the threshold' in table and '## test' not in table
+  for run in sweep.expand(definition):
+    recorded = json.loads((out / run.name / files.RESULTS).read_text())
+    assert not [k for k in recorded if k.startswith('test')]
+    row = rows[run.overrides['optim.learning_rate']]
+    for section in ('val', 'val_at_val_threshold'):
+      for metric in ('balanced_accuracy', 'auc'):
+        assert float(row[f'{section}.{metric}.mean']) == pytest.approx(recorded[section][metric], rel=1e-9)
+    at_val = recorded['val_at_val_threshold']
+    assert (f'| optim.learning_rate={run.overrides["optim.learning_rate"]} | 1 | 0 | {at_val["accuracy"]:.3f} | '
+            f'{at_val["balanced_accuracy"]:.3f} |') in table

@@ -2,8 +2,10 @@
 
 import csv
 import json
+import math
 
 import numpy as np
+import pytest
 
 from pneumojax.studies import tables
 from pneumojax.train import files
@@ -42,3 +44,16 @@ def test_a_retired_config_field_of_older_runs_is_not_a_varying_field(swept, tmp_
       results['config']['model']['num_classes'] = 2  # as runs recorded it before data.task set it
     (tmp_path / run.name / files.RESULTS).write_text(json.dumps(results))
   assert tables.varying_fields(tables.load_runs(tmp_path)) == []
+
+
+def test_balanced_accuracy_is_derived_where_older_results_lack_it():
+  two_classes = {'accuracy': 0.8, 'sensitivity': 0.9, 'specificity': 0.6, 'confusion_matrix': [[6, 4], [1, 9]]}
+  assert tables.recorded_metric(two_classes, 'balanced_accuracy') == pytest.approx(0.75)
+  assert tables.recorded_metric({**two_classes, 'balanced_accuracy': 0.7}, 'balanced_accuracy') == 0.7  # recorded
+  three_classes = {'accuracy': 0.6, 'confusion_matrix': [[2, 0, 0], [1, 1, 0], [0, 1, 1]]}
+  assert tables.recorded_metric(three_classes, 'balanced_accuracy') == pytest.approx((1 + 0.5 + 0.5) / 3)
+  assert math.isnan(tables.recorded_metric({'confusion_matrix': [[2, 0], [0, 0]]}, 'balanced_accuracy'))
+  assert math.isnan(tables.recorded_metric({**two_classes, 'sensitivity': math.nan}, 'balanced_accuracy'))
+  assert math.isnan(tables.recorded_metric(three_classes, 'sensitivity'))
+  runs = [{'results': {'test': two_classes}}, {'results': {'val': two_classes}}]
+  assert tables.metric_values(runs, 'test', 'balanced_accuracy') == [pytest.approx(0.75)]

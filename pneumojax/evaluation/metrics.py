@@ -10,6 +10,11 @@ is collected) and computes the ranking and threshold metrics once, at the end, o
 
 A metric whose denominator is empty (e.g. precision when nothing is predicted positive, AUC on a split with a
 single class) is undefined and reported as NaN, never as a made-up 0 or 1.
+
+Balanced accuracy, the mean of the per-class recalls ((sensitivity + specificity) / 2 for two classes), is
+reported beside accuracy: the test split's class mix differs from validation's, and accuracy alone rewards
+calling every film the majority class. (Results recorded before it was computed lack it: studies/tables.py's
+`recorded_metric` derives it from what they hold.)
 """
 
 import flax
@@ -25,6 +30,14 @@ def _ranking(metric, labels: np.ndarray, scores: np.ndarray) -> float:
   return float(metric(labels, scores))
 
 
+def _balanced_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
+  """The mean recall over the classes; NaN when a class has no example (its recall is undefined, and sklearn
+  would average the others without it, with a warning)."""
+  if not np.isin(np.arange(num_classes), labels).all():
+    return float('nan')
+  return float(skm.balanced_accuracy_score(labels, preds))
+
+
 def binary_metrics(labels, scores, threshold: float = 0.5) -> dict:
   """Metrics of pneumonia (class 1) scores `scores` [n] against `labels` [n] in {0, 1}.
 
@@ -37,6 +50,7 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict:
       labels, preds, labels=[0, 1], zero_division=np.nan)
   return {
       'accuracy': float(skm.accuracy_score(labels, preds)),
+      'balanced_accuracy': _balanced_accuracy(labels, preds, 2),  # (sensitivity + specificity) / 2
       'auc': _ranking(skm.roc_auc_score, labels, scores),
       # Average precision: the step-wise area under the precision-recall curve (no optimistic interpolation).
       'pr_auc': _ranking(skm.average_precision_score, labels, scores),
@@ -50,12 +64,14 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict:
 
 
 def multiclass_metrics(labels, probs) -> dict:
-  """Accuracy of the argmax, one-vs-rest AUC per class and their macro mean, confusion matrix."""
+  """Accuracy and balanced accuracy of the argmax, one-vs-rest AUC per class and their macro mean, confusion
+  matrix."""
   labels, probs = np.asarray(labels), np.asarray(probs)
   num_classes = probs.shape[1]
   per_class_auc = [_ranking(skm.roc_auc_score, labels == c, probs[:, c]) for c in range(num_classes)]
   return {
       'accuracy': float(skm.accuracy_score(labels, probs.argmax(axis=1))),
+      'balanced_accuracy': _balanced_accuracy(labels, probs.argmax(axis=1), num_classes),
       'auc': float(np.mean(per_class_auc)),  # sklearn's macro one-vs-rest; NaN if a class is absent.
       **{f'auc_class_{c}': auc for c, auc in enumerate(per_class_auc)},
       'num_examples': len(labels),

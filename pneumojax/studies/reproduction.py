@@ -4,8 +4,9 @@ The papers' numbers are data, in experiments/papers.json: each setup with the di
 (`experiments/results/<setup name>/<run>/results.json`, one run per seed), our config that makes them and how
 it deviates from the paper. Every number of ours in the page is read from those results files (and, for a single
 seed's 95% interval, from the run's `eval/test/metrics.json` written by `pneumojax eval`); a setup without
-results is listed as not run here, with its estimated cost where one has been entered (`estimate`). The sweeps'
-ablation tables (results.md under each sweep's folder) are linked, not copied.
+results is listed as not run here, with its estimated cost where one has been entered (`estimate`); runs that did
+not read the test split (`eval.evaluate_test=False`) are left out, and counted. The sweeps' ablation tables
+(results.md under each sweep's folder) are linked, not copied.
 """
 
 import dataclasses
@@ -20,7 +21,9 @@ from pneumojax import config as config_lib
 from pneumojax.studies import tables
 
 PAPERS = 'experiments/papers.json'
-METRICS = ('accuracy', 'sensitivity', 'specificity', 'auc')
+METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'auc')
+_HEADERS = [m.replace('_', ' ') for m in METRICS]
+_RULE_FIELDS = ('eval.threshold_rule', 'eval.target_sensitivity')
 _VAL = ('checkpoint (epoch) chosen by ROC-AUC on val_pd (10% of the train patients, patient-disjoint); test '
         'evaluated once at threshold 0.5')
 
@@ -44,7 +47,16 @@ class Setup:
 def load_setups(path=PAPERS) -> tuple[Setup, ...]:
   """The setups of a papers file (experiments/papers.json)."""
   papers = json.loads(Path(path).read_text())
-  return tuple(Setup(**setup, train_flags=papers['train_flags']) for setup in papers['setups'])
+  return tuple(Setup(**{**setup, 'paper': _with_balanced_accuracy(setup['paper'])}, train_flags=papers['train_flags'])
+               for setup in papers['setups'])
+
+
+def _with_balanced_accuracy(paper: dict) -> dict:
+  """The paper's numbers, with balanced accuracy as the mean of its sensitivity and specificity where it reports
+  both (no paper here reports it)."""
+  if 'balanced_accuracy' in paper or not {'sensitivity', 'specificity'} <= set(paper):
+    return paper
+  return {**paper, 'balanced_accuracy': round((paper['sensitivity'] + paper['specificity']) / 2, 2)}
 
 
 def _stats(values: list[float]) -> dict:
@@ -102,7 +114,8 @@ def _wall(runs: list[dict]) -> str:
 
 def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
   """'field=run value (config: file value)' for every field the runs changed from the setup's config file (by
-  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden."""
+  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden. The
+  threshold rule is left out too: the line of the val-chosen threshold names each run's recorded rule."""
   try:
     default = config_lib.flatten(json.loads(config_lib.load_config(['--config', setup.config]).to_json()))
   except SystemExit:
@@ -110,7 +123,7 @@ def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
   changes = set()
   for run in runs:
     for key, value in run['config'].items():
-      if key not in tables.IGNORED and key in default and default[key] != value:
+      if key not in (*tables.IGNORED, *_RULE_FIELDS) and key in default and default[key] != value:
         changes.add(f'{key}={value} (config: {default[key]})')
   return sorted(changes)
 
@@ -118,20 +131,25 @@ def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
 def _setup_rows(setup: Setup, runs: list[dict]) -> list[str]:
   rows = []
   changes = _config_changes(setup, runs)
-  lines = [('test', f'ours, {_VAL}' + (f'; changed from the config: {", ".join(changes)}' if changes else ''))]
-  if any('test_at_val_threshold' in r['results'] for r in runs):
-    rule = next(r['results']['test_at_val_threshold'].get('rule') for r in runs
-                if 'test_at_val_threshold' in r['results'])
-    lines.append(('test_at_val_threshold', f'ours, the same checkpoint at the threshold chosen on val_pd ({rule})'))
+  lines = [('test', f'ours, {_VAL}' + (f'; changed from the config: {", ".join(changes)}' if changes else ''), runs)]
+  # One line per threshold rule (recorded with the threshold): runs chosen by different rules are not averaged.
+  by_rule = {}
+  for r in runs:
+    if 'test_at_val_threshold' in r['results']:
+      by_rule.setdefault(r['results']['test_at_val_threshold'].get('rule'), []).append(r)
+  for rule, members in by_rule.items():
+    lines.append(('test_at_val_threshold', f'ours, the same checkpoint at the threshold chosen on val_pd ({rule})',
+                  members))
   if any('test_selected' in r['results'] for r in runs):
-    lines.append(('test_selected', 'ours, checkpoint chosen on the TEST set (Kermany et al.\'s protocol; optimistic)'))
-  for section, protocol in lines:
+    lines.append(('test_selected', 'ours, checkpoint chosen on the TEST set (Kermany et al.\'s protocol; optimistic)',
+                  runs))
+  for section, protocol, members in lines:
     cells = []
     for metric in METRICS:
       paper = setup.paper.get(metric)
-      cells.append(f'{_ours(runs, section, metric)} / {"–" if paper is None else paper} / '
-                   f'{_difference(runs, section, metric, paper)}')
-    rows.append(f'| {setup.name} | {protocol} | {len(tables.metric_values(runs, section, "auc"))} | '
+      cells.append(f'{_ours(members, section, metric)} / {"–" if paper is None else paper} / '
+                   f'{_difference(members, section, metric, paper)}')
+    rows.append(f'| {setup.name} | {protocol} | {len(tables.metric_values(members, section, "auc"))} | '
                 + ' | '.join(cells) + ' |')
   return rows
 
@@ -146,16 +164,18 @@ def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
   lines = ['# Reproduction of published results', '',
            (f'Generated by `pneumojax reproduce` from the results.json files under `{results_dir}` and the papers\' '
             f'numbers kept in `{setups_file}`. Every number of ours comes from a results file. Cells: '
-            'ours / paper / ours − paper, in % on the 624 test images. Ours: one seed shows its value and, where '
+            'ours / paper / ours − paper, in % on the 624 test images (balanced accuracy: the mean of sensitivity and '
+            'specificity, for the papers computed from their reported ones). Ours: one seed shows its value and, where '
             '`pneumojax eval` was run on it, the 95% patient-bootstrap interval in brackets; several seeds show '
             f'mean ± sample sd (ddof={tables.DDOF}) and the range. Headline lines choose the checkpoint on '
             'validation data and use the threshold 0.5; the line below each uses the same checkpoint at a '
-            'threshold chosen on validation data; a "TEST set" line is the optimistic protocol of Kermany et al., '
-            'shown only for comparison.'), '',
-           '| setup | protocol | n | ' + ' | '.join(METRICS) + ' |', '|---|---|---|' + '---|' * len(METRICS)]
+            'threshold chosen on validation data by the rule it names (runs of different rules get a line each); a '
+            '"TEST set" line is the optimistic protocol of Kermany et al., shown only for comparison.'), '',
+           '| setup | protocol | n | ' + ' | '.join(_HEADERS) + ' |', '|---|---|---|' + '---|' * len(METRICS)]
   details, missing = [], []
   for setup in setups:
-    runs = tables.load_runs(results_dir / setup.name) if (results_dir / setup.name).is_dir() else []
+    found = tables.load_runs(results_dir / setup.name) if (results_dir / setup.name).is_dir() else []
+    runs = [r for r in found if 'test' in r['results']]  # not runs that never read the test split (a search)
     if not runs:
       missing.append(setup)
       continue
@@ -166,13 +186,15 @@ def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
                 (f'- Seeds: {", ".join(str(r["config"].get("seed")) for r in runs)}; checkpoint steps: '
                  f'{", ".join(str(r["results"].get("checkpoint_step")) for r in runs)}.'),
                 f'- Hardware: {"; ".join(sorted({_hardware(r) for r in runs}))}. Wall time per run: {_wall(runs)}.',
-                '- Commands:', *[f'  - `{c}`' for c in commands], '']
+                '- Commands:', *[f'  - `{c}`' for c in commands],
+                *([f'- Left out: {len(found) - len(runs)} run(s) with validation metrics only '
+                   '(eval.evaluate_test=False).'] if len(found) > len(runs) else []), '']
   if not details:
-    lines.append('| no results recorded yet | | | | | | |')
+    lines.append('| no results recorded yet |' + ' |' * (2 + len(METRICS)))
   lines += ['', '## Setups', ''] + (details or ['No results recorded yet.', ''])
   if missing:
     lines += ['## Not run here', '',
-              '| setup | paper | paper ' + '/'.join(METRICS) + ' | deviations | command | estimated cost |',
+              '| setup | paper | paper ' + ' / '.join(_HEADERS) + ' | deviations | command | estimated cost |',
               '|---|---|---|---|---|---|']
     lines += [f'| {s.name} | {s.source}: {s.paper_setup} | {_paper_numbers(s)} | {s.deviations} | `{s.command()}` | '
               f'{s.estimate or "not estimated"} |' for s in missing]

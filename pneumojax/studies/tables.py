@@ -4,8 +4,11 @@ Runs are grouped by their config with the seed (and where the data lives) left o
 between the collected runs label the groups. Per group: n runs, their seeds, mean wall time, and the mean and
 sample standard deviation (ddof=1; empty for a single run) of each test metric, for the headline `test` entry
 (checkpoint chosen on validation, threshold 0.5) and, where present, `test_at_val_threshold` (threshold chosen on
-validation) and `test_selected` (checkpoint chosen on the test set: optimistic). A metric that is NaN in a run
-(undefined) makes its group's mean NaN.
+validation) and `test_selected` (checkpoint chosen on the test set: optimistic); then the validation metrics, `val`
+(threshold 0.5) and, for runs that did not read the test split (`eval.evaluate_test=False`, a recipe search),
+`val_at_val_threshold`: optimistic, as that split chose the checkpoint and the threshold, but what a search compares
+without looking at the test. A metric that is NaN in a run (undefined) makes its group's mean NaN. Balanced
+accuracy, which results recorded before it lack, is derived from what they hold (`recorded_metric`).
 
   pneumojax table DIR      # writes DIR/results.csv and DIR/results.md
 """
@@ -20,14 +23,17 @@ import numpy as np
 from pneumojax import config as config_lib
 from pneumojax.train import files
 
-METRICS = ('accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc')
-SECTIONS = ('test', 'test_at_val_threshold', 'test_selected')
+METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'auc')
+SECTIONS = ('test', 'test_at_val_threshold', 'test_selected', 'val', 'val_at_val_threshold')
 DDOF = 1
 IGNORED = ('seed', *config_lib.DATA_LOCATION_FIELDS)
 _SECTION_TITLES = {
     'test': 'test, checkpoint chosen on validation, threshold 0.5 (headline)',
     'test_at_val_threshold': 'test, checkpoint and threshold chosen on validation',
     'test_selected': 'test, checkpoint chosen on the TEST set (Kermany et al.\'s protocol; optimistic)',
+    'val': 'validation, the split that chose the checkpoint, threshold 0.5 (optimistic)',
+    'val_at_val_threshold': 'validation, the split that chose the checkpoint and the threshold (optimistic; the test '
+                            'split not read)',
 }
 
 
@@ -72,9 +78,28 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
   return float(np.mean(values)), sd
 
 
+def recorded_metric(entry: dict, name: str) -> float:
+  """Metric `name` of a recorded metrics dict (a results.json entry such as `test`); NaN if it is not there.
+
+  Entries recorded before balanced accuracy was computed lack it: it is derived from the entry, as the mean of
+  sensitivity and specificity for two classes, else as the mean recall of the rows of the confusion matrix (NaN
+  where a class has no example, as when it is computed).
+  """
+  if name in entry or name != 'balanced_accuracy':
+    return float(entry.get(name, math.nan))
+  if 'sensitivity' in entry and 'specificity' in entry:
+    return (float(entry['sensitivity']) + float(entry['specificity'])) / 2
+  if 'confusion_matrix' in entry:
+    matrix = np.asarray(entry['confusion_matrix'], float)
+    per_class = matrix.sum(axis=1)
+    return float(np.mean(np.diag(matrix) / per_class)) if per_class.all() else math.nan
+  return math.nan
+
+
 def metric_values(runs: list[dict], section: str, metric: str) -> list[float]:
-  """The metric of each run that has the section (NaN where a run lacks the metric, e.g. three classes)."""
-  return [float(r['results'][section].get(metric, math.nan)) for r in runs if section in r['results']]
+  """The metric of each run that has the section (NaN where a run lacks the metric, e.g. three classes; balanced
+  accuracy derived where older results lack it)."""
+  return [recorded_metric(r['results'][section], metric) for r in runs if section in r['results']]
 
 
 def summarize(runs: list[dict]) -> list[dict]:

@@ -38,8 +38,10 @@ MAY_CHANGE_ON_RESUME = (
     # How the run executes: jit or pmap, over which processes and devices, with which layer implementations (a
     # resumed run may find other hardware; the device count is not in the config either).
     'train.parallel', 'distributed', 'model.layers',
-    # Applied after training, to the chosen checkpoint:
+    # Applied after training, to the chosen checkpoint (evaluate_test: whether the test split is then evaluated; no
+    # training step reads it, so a run searched on validation data resumes at its end to be tested once):
     'eval.threshold_rule', 'eval.target_sensitivity', 'eval.bootstrap_samples', 'eval.bootstrap_seed',
+    'eval.evaluate_test',
 )
 log = logging.getLogger(__name__)
 

@@ -173,8 +173,8 @@ def train_and_evaluate(config, workdir, started: float) -> dict:
   history = [] if 'test' in cached else None
   for epoch, head_params, val_results in train_head(config, head, state.params[HEAD], cached['train'],
                                                     cached['val'], class_weights, cached.get('test')):
-    log.info('epoch %d validation (%s): auc %.4f, accuracy %.4f', epoch, config.data.val_split,
-             val_results['auc'], val_results['accuracy'])
+    log.info('epoch %d validation (%s): auc %.4f, accuracy %.4f, balanced accuracy %.4f', epoch, config.data.val_split,
+             val_results['auc'], val_results['accuracy'], val_results['balanced_accuracy'])
     if history is not None:
       history = test_history.record(workdir, history, epoch, val_results.pop('test'))
     if config.train.standardize_features:

@@ -62,6 +62,9 @@ def check(config, workdir: str) -> None:
                      f'({config.data.test_split!r}). Set --config.data.val_split=val_pd.')
   if config.data.train_split in (config.data.val_split, config.data.test_split):
     raise ValueError(f'--config.data.train_split={config.data.train_split!r} is also the validation or test split.')
+  if config.eval.report_test_selected and not config.eval.evaluate_test:
+    raise ValueError('--config.eval.report_test_selected=True evaluates the test split at every validation, and '
+                     '--config.eval.evaluate_test=False forbids reading it: set one of them the other way.')
   check_batch_sizes(config)
   _check_writable(workdir)
 

@@ -4,7 +4,8 @@ new run starts, and how a run finishes, by the final test of its best checkpoint
 Protocol: the checkpoint with the best validation ROC-AUC (`config.data.val_split`, by default patients held
 out of the official train split) is the model; the test split is evaluated once, with that checkpoint, at the
 end. The test set never chooses anything, except in the separately labelled `test_selected` entry that
-`config.eval.report_test_selected` adds for the ablation of that choice (train/test_history.py).
+`config.eval.report_test_selected` adds for the ablation of that choice (train/test_history.py). With
+`config.eval.evaluate_test=False` (searching a recipe on validation data) the test split is not read at all.
 """
 
 import logging
@@ -75,28 +76,41 @@ def eval_data(builder, config, dp, split: str):
 def finish(config, workdir, builder, dp, ckpt, state, started: float, start_step: int = 0) -> dict:
   """Evaluates the best-on-validation checkpoint on the test split once; writes results.json (and threshold.json).
 
-  `state` is the run's last state, replicated by `dp`; `started` (a `time.perf_counter()` value) is when the run
-  began, for the recorded wall time; `start_step` the step it resumed from (0: a fresh run).
+  With `config.eval.evaluate_test=False` the test split is not read: results.json holds the validation metrics
+  only, `val` and `val_at_val_threshold` (at the threshold chosen on those same outputs). `state` is the run's
+  last state, replicated by `dp`; `started` (a `time.perf_counter()` value) is when the run began, for the
+  recorded wall time; `start_step` the step it resumed from (0: a fresh run).
   """
   best_step, best_state = ckpt.restore_best(dp.unreplicate(state))
   state = dp.replicate(best_state)
   ckpt.close()
   val, test = config.data.val_split, config.data.test_split
+  evaluated = (val, test) if config.eval.evaluate_test else (val,)
   collected, point = evaluator.evaluate(config, dp, state, best_step,
-                                        {split: eval_data(builder, config, dp, split)() for split in (val, test)})
-  results = {'val': {'split': val, **collected[val].compute()}, 'test': {'split': test, **collected[test].compute()}}
-  if point:
-    results['test_at_val_threshold'] = {'split': test, **point, **collected[test].compute(point['threshold'])}
+                                        {split: eval_data(builder, config, dp, split)() for split in evaluated})
+  results = {'val': {'split': val, **collected[val].compute()}}
+  if config.eval.evaluate_test:
+    results['test'] = {'split': test, **collected[test].compute()}
+    if point:
+      results['test_at_val_threshold'] = {'split': test, **point, **collected[test].compute(point['threshold'])}
+  elif point:
+    results['val_at_val_threshold'] = {
+        'split': val, **point, **collected[val].compute(point['threshold']),
+        'protocol': f'OPTIMISTIC: the threshold was chosen on these same {val!r} outputs, and the checkpoint by their '
+                    'ROC-AUC; for comparing recipes on validation data, not a held-out estimate.'}
   results['checkpoint_step'] = best_step
-  decision = (f'metrics at the fixed threshold 0.5 and, in test_at_val_threshold, at the threshold chosen on the '
-              f'{val!r} outputs of that checkpoint ({point["rule"]})' if point
-              else 'the most probable class predicted')
+  at_val = 'test_at_val_threshold' if config.eval.evaluate_test else 'val_at_val_threshold'
+  decision = (f'metrics at the fixed threshold 0.5 and, in {at_val}, at the threshold chosen on the {val!r} outputs '
+              f'of that checkpoint ({point["rule"]})' if point else 'the most probable class predicted')
   every = f'{config.train.eval_every_steps} steps' if config.train.eval_every_steps else 'epoch'
   held_out = (f' (patient-disjoint: {config.data.val_fraction:.0%} of the official train patients, seed '
               f'{config.data.val_seed})' if val == 'val_pd' else '')
+  tested = (f'the {test!r} split evaluated once, after training, with that checkpoint' if config.eval.evaluate_test
+            else f'the {test!r} split was not read (eval.evaluate_test=False): validation metrics only, measured on '
+                 'the split that chose the checkpoint and the threshold')
   results['protocol'] = (
       f'Checkpoint chosen by the highest ROC-AUC on {val!r}{held_out} among the evaluations every {every}; '
-      f'{decision}; the {test!r} split evaluated once, after training, with that checkpoint.')
+      f'{decision}; {tested}.')
   if config.eval.report_test_selected:
     results['test_selected'] = test_history.entry(config, test_history.load(workdir))
   results['config'] = config.to_dict()
@@ -105,6 +119,8 @@ def finish(config, workdir, builder, dp, ckpt, state, started: float, start_step
     files.save_results(workdir, results)
     if point:  # `pneumojax predict` labels images with it.
       files.save_threshold(workdir, point)
-  log.info('Test (%s) with the checkpoint of step %d: %s', test, best_step,
-           {k: v for k, v in results['test'].items() if k != 'confusion_matrix'})
+  logged = ('test', 'test_at_val_threshold') if config.eval.evaluate_test else ('val', 'val_at_val_threshold')
+  for name in (name for name in logged if name in results):
+    log.info('%s (%s) with the checkpoint of step %d: %s', name, results[name]['split'], best_step,
+             {k: v for k, v in results[name].items() if isinstance(v, (int, float))})
   return results

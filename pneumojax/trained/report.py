@@ -16,7 +16,8 @@ from etils import epath
 from pneumojax.trained import evaluate
 
 REPORT = 'report.html'
-_METRICS = {'accuracy': 'Accuracy', 'auc': 'ROC-AUC', 'pr_auc': 'PR-AUC (average precision)',
+_METRICS = {'accuracy': 'Accuracy', 'balanced_accuracy': 'Balanced accuracy (mean recall of the classes)',
+            'auc': 'ROC-AUC', 'pr_auc': 'PR-AUC (average precision)',
             'sensitivity': 'Sensitivity (recall)', 'specificity': 'Specificity',
             'precision': 'Precision (PPV)', 'f1': 'F1'}
 _FIGURES = {
