@@ -47,7 +47,7 @@ def test_runs_of_different_threshold_rules_get_a_line_each(swept, tmp_path):
   for section in ('test', 'test_at_val_threshold', 'test_selected'):
     del recorded[section]['balanced_accuracy']
   older.write_text(json.dumps(recorded))
-  page = reproduction.render(results_dir, PAPERS)
+  page = reproduction.render(results_dir, PAPERS).split('## Paper setups')[1]
   lines = [line for line in page.splitlines() if 'threshold chosen on val_pd' in line]
   assert len(lines) == 2
   old_rule = next(line for line in lines if 'sensitivity >= 0.95) | 1 |' in line)
@@ -55,3 +55,20 @@ def test_runs_of_different_threshold_rules_get_a_line_each(swept, tmp_path):
   at_val = recorded['test_at_val_threshold']
   balanced = 100 * (at_val['sensitivity'] + at_val['specificity']) / 2  # derived: the file lacks it
   assert f'| {100 * at_val["accuracy"]:.1f} / 92.8 / ' in old_rule and f'| {balanced:.1f} / 91.65 / ' in old_rule
+
+
+def test_the_headline_leads_the_page_with_the_recipe_at_the_val_chosen_threshold(swept, tmp_path):
+  _, out, runs, _, _ = swept
+  results_dir = tmp_path / 'results'
+  assert 'not run yet' in reproduction.render(results_dir, PAPERS).split('## Paper setups')[0]
+  for run in runs[:2]:  # two seeds of one config stand in for the recipe's runs
+    shutil.copytree(out / run.name, results_dir / 'best' / run.name,
+                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  headline = reproduction.render(results_dir, PAPERS).split('## Paper setups')[0]
+  at_val = [json.loads((out / r.name / files.RESULTS).read_text())['test_at_val_threshold'] for r in runs[:2]]
+  row = next(line for line in headline.splitlines() if line.startswith('| pneumojax, `experiments/best.py`'))
+  for metric in ('accuracy', 'balanced_accuracy', 'specificity'):
+    values = [100 * a[metric] for a in at_val]
+    assert f'{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f} ({min(values):.1f}–{max(values):.1f})' in row
+  assert "(threshold: Youden's J" in row and '| 2 |' in row
+  assert '| 91.56 ± 0.27 |' in headline and 'not run yet' not in headline  # the published rows beside it
