@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from pneumojax.config import default_config
 from pneumojax.train import distributed, files
 from tests.helpers import REPO, robust_state, start_training, tiny_config
 
@@ -36,6 +37,10 @@ def test_auto_cpu_devices_are_two_per_core_and_divide_the_batches():
   assert distributed.auto_cpu_devices((64, 256), cpu_count=64) == distributed.MAX_AUTO_CPU_DEVICES
   assert distributed.auto_cpu_devices((6, 256), cpu_count=2) == 2
   assert distributed.auto_cpu_devices((7, 256), cpu_count=2) == 1
+  config = default_config()
+  assert distributed.default_cpu_devices(config) == distributed.auto_cpu_devices((64, 256))
+  config.train.cached_features = True  # a linear probe: one device
+  assert distributed.default_cpu_devices(config) == 1
 
 
 def test_cpu_devices_split_the_host_and_refuse_a_late_change(builder64, tfds_dir, tmp_path):

@@ -33,17 +33,25 @@ def auto_cpu_devices(batch_sizes, cpu_count: int | None = None) -> int:
   return max(n for n in range(1, limit + 1) if all(size % n == 0 for size in batch_sizes))
 
 
+def default_cpu_devices(config) -> int:
+  """The CPU device count of `distributed.cpu_devices=0`. One where splitting gains nothing: with jax.distributed
+  (the process count is not known yet: one device per process) and for cached-feature runs, whose backbone pass is
+  one device's jit and whose head is too small to split; there, XLA:CPU's all-reduce between device threads only
+  costs, and on oversubscribed cores it can wait past its 40 s rendezvous timeout and abort the process (seen with
+  4 devices on 2 busy cores). Otherwise `auto_cpu_devices`."""
+  if config.distributed.initialize or config.train.cached_features:
+    return 1
+  return auto_cpu_devices((config.train.batch_size, config.train.eval_batch_size))
+
+
 def initialize(config) -> None:
   """Before anything starts JAX's backends: the CPU device count, then jax.distributed if asked for."""
   distributed_config = config.distributed
   if distributed_config.cpu_devices:
     split_cpu(distributed_config.cpu_devices)
   else:
-    # With jax.distributed the process count is not known yet: one device per process.
-    count = 1 if distributed_config.initialize else auto_cpu_devices(
-        (config.train.batch_size, config.train.eval_batch_size))
     try:
-      jax.config.update('jax_num_cpu_devices', count)
+      jax.config.update('jax_num_cpu_devices', default_cpu_devices(config))
     except RuntimeError:  # JAX already runs in this process (an earlier run): its device count stays.
       pass
   if not distributed_config.initialize:
