@@ -55,6 +55,12 @@ def test_the_page_is_computed_from_the_results_files(swept, tmp_path):
   half = scipy.stats.t.ppf(0.975, len(inflation) - 1) * np.std(inflation, ddof=1) / np.sqrt(len(inflation))
   assert f'{np.mean(inflation):+.3f} [{np.mean(inflation) - half:+.3f}, {np.mean(inflation) + half:+.3f}]' in \
       page.split('## selection')[1]
+  # Checkpoint and threshold both chosen on test, against both chosen on val_pd.
+  both = [_results(out, r) for r in first]
+  gain = [r['test_selected']['at_test_threshold']['accuracy'] - r['test_at_val_threshold']['accuracy'] for r in both]
+  half = scipy.stats.t.ppf(0.975, len(gain) - 1) * np.std(gain, ddof=1) / np.sqrt(len(gain))
+  assert f'{np.mean(gain):+.3f} [{np.mean(gain) - half:+.3f}, {np.mean(gain) + half:+.3f}] |' in \
+      page.split('## selection')[1]
 
 
 def test_settings_not_run_yet_are_listed_with_the_command(swept, tmp_path):

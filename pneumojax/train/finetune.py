@@ -93,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, started:
         log.info('step %d validation (%s): %s', step, config.data.val_split,  # sensitivity etc.: two classes only
                  ', '.join(f'{k} {v:.4f}' for k, v in val_results.items() if isinstance(v, float)))
         if history is not None:
-          test_results = evaluator.outputs(dp, state, test_data()).compute()
+          test_results = test_history.metrics(evaluator.outputs(dp, state, test_data()))
           history = test_history.record(workdir, history, step, test_results, write=jax.process_index() == 0)
         ckpt.save(step, dp.unreplicate(state), config, val_results)
         window_start = (step, time.perf_counter())  # Evaluation time is not training throughput.

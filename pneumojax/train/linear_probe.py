@@ -65,6 +65,7 @@ def augmented_views(model, variables, split: device.Split, data_config, num_view
     features.append(np.concatenate([
         np.asarray(features_fn(variables, split.image[start:start + batch_size], jax.random.fold_in(key, start)))
         for start in range(0, len(split.mask), batch_size)])[real])
+    log.info('Computed the features of augmented view %d/%d of %s.', view + 1, num_views, split.name)
   return {'features': np.concatenate(features), 'label': np.tile(split.label[real], num_views)}
 
 
@@ -120,7 +121,8 @@ def train_head(config, head: Head, head_params, train: dict, val: dict, class_we
       state, _ = dp.train_step(state, dp.shard(batch))
     val_results = evaluator.outputs(dp, state, _batches(val, config.train.eval_batch_size)).compute()
     if test is not None:
-      val_results['test'] = evaluator.outputs(dp, state, _batches(test, config.train.eval_batch_size)).compute()
+      test_outputs = evaluator.outputs(dp, state, _batches(test, config.train.eval_batch_size))
+      val_results['test'] = test_history.metrics(test_outputs)
     yield epoch, dp.unreplicate(state).params[HEAD], val_results
 
 

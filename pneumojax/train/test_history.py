@@ -5,14 +5,19 @@ flatters a model, a run with `report_test_selected` evaluates the test split at 
 keeps the history in `workdir/test_history.json`, and results.json gets `test_selected`: the test metrics of the
 evaluation with the highest test ROC-AUC, labelled as optimistic. The headline `test` entry stays the
 checkpoint chosen on validation data; nothing else (checkpoint retention, threshold, predict) looks at the test.
+Each recorded evaluation of a two-class model also holds `at_test_threshold`: its metrics at the threshold that
+the test outputs themselves choose (Youden's J), so that the ablation can measure choosing both the checkpoint and
+the threshold on the test set.
 """
 
 import json
 import math
 
+import numpy as np
 from etils import epath
 
 from pneumojax import atomic
+from pneumojax.evaluation import threshold
 from pneumojax.train import files
 
 
@@ -32,6 +37,16 @@ def load(workdir, up_to_step: int | None = None) -> list[dict]:
   path = epath.Path(workdir) / files.TEST_HISTORY
   history = json.loads(path.read_text()) if path.exists() else []
   return [h for h in history if up_to_step is None or h['step'] <= up_to_step]
+
+
+def metrics(collected) -> dict:
+  """What one test evaluation records, from its collected outputs (evaluation/metrics.EvalMetrics): the metrics at
+  the threshold 0.5 and, for two classes, `at_test_threshold` (see the module docstring)."""
+  values, outputs = collected.compute(), collected.outputs.compute()
+  if outputs['probs'].shape[1] == 2 and len(np.unique(outputs['label'])) == 2:
+    chosen = threshold.choose(outputs['label'], outputs['probs'][:, 1], 'youden')
+    values['at_test_threshold'] = {'threshold': chosen, **collected.compute(chosen)}
+  return values
 
 
 def record(workdir, history: list[dict], step: int, metrics: dict, write: bool = True) -> list[dict]:
