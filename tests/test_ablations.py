@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import scipy.stats
 
-from pneumojax.studies import ablations
+from pneumojax.studies import ablations, reproduction
 from pneumojax.train import files
+from tests.helpers import REPO
 
 
 def _results(out, run):
@@ -69,3 +70,12 @@ def test_settings_not_run_yet_are_listed_with_the_command(swept, tmp_path):
   shutil.copy(out.parent / 'grid.py', tmp_path / 'ablations' / 'grid.py')
   page = ablations.render(tmp_path / 'ablations', tmp_path / 'results')
   assert 'none run' in page and 'Not run yet' in page and 'pneumojax sweep' in page
+
+
+def test_the_committed_pages_are_what_the_commands_make_of_the_committed_results(monkeypatch):
+  """ABLATIONS.md and REPRODUCTION.md are generated, never edited: a stale page (results added, page not rebuilt)
+  fails here. Rebuild with `pneumojax ablations` and `pneumojax reproduce`."""
+  monkeypatch.chdir(REPO)
+  assert (REPO / 'experiments' / 'ABLATIONS.md').read_text() == ablations.render()
+  assert (REPO / 'experiments' / 'REPRODUCTION.md').read_text() == reproduction.render(
+      'experiments/results', out_dir='experiments')
