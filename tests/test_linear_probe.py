@@ -120,25 +120,33 @@ def test_cached_features_run_keeps_the_pretrained_backbone_and_reports_test_metr
   assert_best_checkpoint_keeps(tmp_path / 'run', pretrained)
 
 
-@pytest.mark.slow  # Two ResNet compilations: over a minute on a 2-core CPU.
-def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch(builder64, tfds_dir, tmp_path,
-                                                                                  monkeypatch):
+def _resnet_probe(tfds_dir, tmp_path, monkeypatch, size: int):
+  """A cached-features config of a 4-filter ResNet-18 whose "pretrained" weights are saved in tmp_path, and the list
+  to which each backbone pass appends its number of examples: the pass is real, over each split's first batch only."""
   extracted, extract = [], linear_probe.extract_features
 
-  def features_of_a_subset(model, variables, dataset):  # the real backbone pass, on the first batch only: fast
+  def features_of_a_subset(model, variables, dataset):
     features = extract(model, variables, dataset.take(1))
     extracted.append(len(features['label']))
     return features
   monkeypatch.setattr(linear_probe, 'extract_features', features_of_a_subset)
   config = tiny_config(tfds_dir, -1)
-  config.data.channels = 3
+  config.data.update({'channels': 3, 'image_size': size})
   config.model.update({'name': 'resnet18', 'init_from': str(tmp_path / 'pretrained')})
   config.model.kwargs = {'num_filters': 4}  # replaces tiny_config's simple_cnn widths
-  config.train.update({'cached_features': True, 'num_epochs': 4, 'batch_size': 256})
-  config.eval.report_test_selected = True
+  config.train.update({'cached_features': True, 'batch_size': 256})
   backbone = models.get_model('resnet18', num_filters=4, features_only=True)
-  init = jax.jit(lambda: backbone.init(jax.random.key(0), np.zeros((1, 64, 64, 3)), train=False))  # op by op is slow
+  init = jax.jit(lambda: backbone.init(jax.random.key(0), np.zeros((1, size, size, 3)), train=False))  # op by op: slow
   weights.save(tmp_path / 'pretrained', init())
+  return config, extracted
+
+
+@pytest.mark.slow  # Two ResNet compilations: over a minute on a 2-core CPU.
+def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch(builder64, tfds_dir, tmp_path,
+                                                                                  monkeypatch):
+  config, extracted = _resnet_probe(tfds_dir, tmp_path, monkeypatch, 64)
+  config.train.num_epochs = 4
+  config.eval.report_test_selected = True
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   history = {h['step']: h['metrics'] for h in test_history.load(tmp_path / 'run')}
   assert extracted == [256, 256, 256]  # train, val and (for the report) test features
@@ -153,22 +161,9 @@ def test_cached_features_run_reports_test_selected_beside_the_val_selected_epoch
 
 
 def test_a_val_only_cached_features_run_never_reads_the_test_split(builder64, tfds_dir, tmp_path, monkeypatch):
-  extracted, extract = [], linear_probe.extract_features
-
-  def features_of_a_subset(model, variables, dataset):  # the real backbone pass, on the first batch only: fast
-    features = extract(model, variables, dataset.take(1))
-    extracted.append(len(features['label']))
-    return features
-  monkeypatch.setattr(linear_probe, 'extract_features', features_of_a_subset)
-  config = tiny_config(tfds_dir, -1)
-  config.data.update({'channels': 3, 'image_size': 32})
-  config.model.update({'name': 'resnet18', 'init_from': str(tmp_path / 'pretrained')})
-  config.model.kwargs = {'num_filters': 4}  # replaces tiny_config's simple_cnn widths
-  config.train.update({'cached_features': True, 'num_epochs': 2, 'batch_size': 256})
+  config, extracted = _resnet_probe(tfds_dir, tmp_path, monkeypatch, 32)
+  config.train.num_epochs = 2
   config.eval.evaluate_test = False
-  backbone = models.get_model('resnet18', num_filters=4, features_only=True)
-  init = jax.jit(lambda: backbone.init(jax.random.key(0), np.zeros((1, 32, 32, 3)), train=False))
-  weights.save(tmp_path / 'pretrained', init())
   refuse_to_read_split(monkeypatch, config.data.test_split)
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert extracted == [256, 256]  # train and val features only
