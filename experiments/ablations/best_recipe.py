@@ -5,7 +5,9 @@
 Base: experiments/best.py (convert its weights first: see there). Settings: the recipe; without the augmented views;
 without the middle blocks (conv_head's 1,280 features alone, as Kermany et al.'s probe). The L2 strength follows
 the number of train rows as in the recipe (C = 0.3). Run after the recipe was fixed on val_pd
-(experiments/best/SEARCH.md): these test numbers chose nothing.
+(experiments/best/SEARCH.md): these test numbers chose nothing. The recipe's three runs are those of
+experiments/results/best/seed{0,1,2}, copied here (the sweep checked that their config is this one's; their
+results.json keeps the command that trained them).
 """
 
 _ROWS = 4607  # train_pd images
