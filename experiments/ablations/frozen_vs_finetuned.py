@@ -5,7 +5,7 @@
   pneumojax sweep experiments/ablations/frozen_vs_finetuned.py --config.data.manual_dir=../shared/data/chest_xray
 
 Base: experiments/kermany2018.py:mobilenet_v2,binary (3 channels, Adam 1e-3 cosine, batch 128), shortened to fit a
-2-core CPU: 128 px instead of 224 and 5 epochs instead of 10 (fine-tuning at 224 px trained 14 images/s there, about
+2-core CPU: 128 px instead of 224 and 3 epochs instead of 10 (fine-tuning at 224 px trained 14 images/s there, about
 5 minutes an epoch; at 128 px 60 images/s). 3 seeds, four modes:
 - cached: Kermany et al.'s transfer learning, features computed once (no augmentation), softmax trained on them;
 - frozen: the same frozen backbone (optim.backbone_lr_factor=0, BatchNorm statistics frozen) but run on every
@@ -29,7 +29,7 @@ def get_sweep():
           'finetuned_0.1': {**_FROZEN, 'optim.backbone_lr_factor': 0.1, 'model.freeze_batch_norm': False},
           'finetuned': {**_FROZEN, 'optim.backbone_lr_factor': 1.0, 'model.freeze_batch_norm': False},
       }},
-      'overrides': {'data.resolution': 128, 'train.num_epochs': 5, 'data.augment': True,
+      'overrides': {'data.resolution': 128, 'train.num_epochs': 3, 'data.augment': True,
                     'eval.report_test_selected': False, 'train.checkpoint_keep': 2},
       'seeds': [0, 1, 2],
   }
