@@ -5,8 +5,8 @@
   pneumojax sweep experiments/ablations/frozen_vs_finetuned.py --config.data.manual_dir=../shared/data/chest_xray
 
 Base: experiments/kermany2018.py:mobilenet_v2,binary (3 channels, Adam 1e-3 cosine, batch 128), shortened to fit a
-2-core CPU: 128 px instead of 224 and 3 epochs instead of 10 (fine-tuning at 224 px trained 14 images/s there, about
-5 minutes an epoch; at 128 px 60 images/s). 3 seeds, four modes:
+2-core CPU: 128 px instead of 224 and 3 epochs instead of 10 (fine-tuning at 224 px trained 14 images/s there while
+another run shared the cores, about 5 minutes an epoch; at 128 px 60 images/s). 3 seeds, four modes:
 - cached: Kermany et al.'s transfer learning, features computed once (no augmentation), softmax trained on them;
 - frozen: the same frozen backbone (optim.backbone_lr_factor=0, BatchNorm statistics frozen) but run on every
   augmented batch;
