@@ -1,4 +1,4 @@
-"""Ablation: a pretrained backbone (MobileNetV2 alpha 0.35, real ImageNet weights) used frozen or fine-tuned.
+"""Ablation: MobileNetV2-0.35 (ImageNet weights) frozen or fine-tuned; shortened for CPU: 128 px, 3 epochs (not 224, 10).
 
   python -m pneumojax.weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 \\
       --model mobilenet_v2 --kwarg alpha=0.35 --out pretrained/mobilenet_v2_035
