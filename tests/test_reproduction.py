@@ -72,3 +72,30 @@ def test_the_headline_leads_the_page_with_the_recipe_at_the_val_chosen_threshold
     assert f'{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f} ({min(values):.1f}–{max(values):.1f})' in row
   assert "(threshold: Youden's J" in row and '| 2 |' in row
   assert '| 91.56 ± 0.27 |' in headline and 'not run yet' not in headline  # the published rows beside it
+
+
+def test_seeds_of_another_schedule_get_their_own_line_and_the_device_split_is_no_change(swept, tmp_path):
+  _, out, runs, _, _ = swept
+  results_dir = tmp_path / 'results'
+  setup = reproduction.load_setups(PAPERS)[1]
+  for run in runs[:3]:
+    shutil.copytree(out / run.name, results_dir / setup.name / run.name,
+                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  edited = {}
+  for run, change in zip(runs[:3], ({'distributed': {'cpu_devices': 3}}, {}, {'train': {'num_epochs': 999}})):
+    path = results_dir / setup.name / run.name / files.RESULTS
+    recorded = json.loads(path.read_text())
+    for section, fields in change.items():
+      recorded['config'][section].update(fields)
+    path.write_text(json.dumps(recorded))
+    edited[run.name] = recorded
+  page = reproduction.render(results_dir, PAPERS).split('## Paper setups')[1]
+  headline_lines = [line for line in page.splitlines() if '| ours, checkpoint (epoch) chosen' in line]
+  assert len(headline_lines) == 2  # runs 0 and 1 (split over 3 devices or not) averaged; run 2 alone
+  shortened = next(line for line in headline_lines if 'train.num_epochs=999' in line)
+  assert '| 1 |' in shortened and f'| {100 * edited[runs[2].name]["test"]["accuracy"]:.1f} / 92.8 /' in shortened
+  together = next(line for line in headline_lines if line != shortened)
+  accuracies = [100 * edited[r.name]['test']['accuracy'] for r in runs[:2]]
+  assert '| 2 |' in together and f'{np.mean(accuracies):.1f} ± {np.std(accuracies, ddof=1):.1f}' in together
+  assert 'cpu_devices' not in page.split('## Setups')[0]
+  assert 'Runs with ' in page and 'train.num_epochs=999 (config: ' in page.split('## Setups')[1]

@@ -24,6 +24,9 @@ PAPERS = 'experiments/papers.json'
 METRICS = ('accuracy', 'balanced_accuracy', 'sensitivity', 'specificity', 'auc')
 _HEADERS = [m.replace('_', ' ') for m in METRICS]
 _RULE_FIELDS = ('eval.threshold_rule', 'eval.target_sensitivity')
+# How a run was spread over devices and processes, not what it computes (BatchNorm statistics and dropout masks are
+# those of the global batch): not a change from the paper setup.
+_EXECUTION_PREFIX = 'distributed.'
 _VAL = ('checkpoint (epoch) chosen by ROC-AUC on val_pd (10% of the train patients, patient-disjoint); test '
         'evaluated once at threshold 0.5')
 
@@ -124,14 +127,23 @@ def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
   changes = set()
   for run in runs:
     for key, value in run['config'].items():
-      if key not in (*tables.IGNORED, *_RULE_FIELDS) and key in default and default[key] != value:
+      if (key not in (*tables.IGNORED, *_RULE_FIELDS) and not key.startswith(_EXECUTION_PREFIX) and key in default
+          and default[key] != value):
         changes.add(f'{key}={value} (config: {default[key]})')
   return sorted(changes)
 
 
-def _setup_rows(setup: Setup, runs: list[dict]) -> list[str]:
+def _by_changes(setup: Setup, runs: list[dict]) -> list[tuple[list[str], list[dict]]]:
+  """[(changes, runs)]: the runs grouped by how they changed the setup's config, so that seeds of a shortened
+  schedule are never averaged with seeds of the full one; the fewest changes (the config as it is) first."""
+  groups = {}
+  for run in runs:
+    groups.setdefault(tuple(_config_changes(setup, [run])), []).append(run)
+  return sorted(((list(changes), members) for changes, members in groups.items()), key=lambda group: len(group[0]))
+
+
+def _setup_rows(setup: Setup, runs: list[dict], changes: list[str]) -> list[str]:
   rows = []
-  changes = _config_changes(setup, runs)
   lines = [('test', f'ours, {_VAL}' + (f'; changed from the config: {", ".join(changes)}' if changes else ''), runs)]
   # One line per threshold rule (recorded with the threshold): runs chosen by different rules are not averaged.
   by_rule = {}
@@ -214,14 +226,18 @@ def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
     if not runs:
       missing.append(setup)
       continue
-    lines += _setup_rows(setup, runs)
-    commands = sorted({r['results'].get('run', {}).get('command') or 'not recorded' for r in runs})
+    groups = _by_changes(setup, runs)
     details += [f'### {setup.name}', '', f'- Paper: {setup.source}: {setup.paper_setup}.',
-                f'- Deviations: {setup.deviations}.',
-                (f'- Seeds: {", ".join(str(r["config"].get("seed")) for r in runs)}; checkpoint steps: '
-                 f'{", ".join(str(r["results"].get("checkpoint_step")) for r in runs)}.'),
-                f'- Hardware: {"; ".join(sorted({_hardware(r) for r in runs}))}. Wall time per run: {_wall(runs)}.',
-                '- Commands:', *[f'  - `{c}`' for c in commands],
+                f'- Deviations: {setup.deviations}.']
+    for changes, members in groups:
+      lines += _setup_rows(setup, members, changes)
+      which = f'Runs with {", ".join(changes)}' if changes else 'Runs of the config as it is'
+      details += [
+          (f'- {which}: seeds {", ".join(str(r["config"].get("seed")) for r in members)}; checkpoint steps '
+           f'{", ".join(str(r["results"].get("checkpoint_step")) for r in members)}; hardware '
+           f'{"; ".join(sorted({_hardware(r) for r in members}))}; wall time per run {_wall(members)}.')]
+    commands = sorted({r['results'].get('run', {}).get('command') or 'not recorded' for r in runs})
+    details += ['- Commands:', *[f'  - `{c}`' for c in commands],
                 *([f'- Left out: {len(found) - len(runs)} run(s) with validation metrics only '
                    '(eval.evaluate_test=False).'] if len(found) > len(runs) else []), '']
   if not details:
