@@ -3,7 +3,9 @@
 # other, 3 seeds each. Shortened schedules are command-line overrides, so each results.json records them.
 #
 #   bash experiments/record_cpu.sh [STEP ...]     # STEP: weights kermany_binary kermany_bvv kermany_effnet jain medmnist
-#   JAIN_EPOCHS=3 MEDMNIST_EPOCHS=8 bash experiments/record_cpu.sh   # what was recorded here (about 3 h on 2 vCPUs)
+#   JAIN_EPOCHS=3 MEDMNIST_EPOCHS=8 bash experiments/record_cpu.sh   # the shortened schedules (about 3 h on 2 vCPUs)
+#   SEEDS=0 bash experiments/record_cpu.sh jain medmnist   # the full schedules (hours per seed): stop it at any
+#                                                  # time; the same command resumes from the last checkpoints
 #   pneumojax reproduce                           # then: experiments/REPRODUCTION.md from the results files
 set -euo pipefail
 cd "$(dirname "$0")/.."
