@@ -12,13 +12,17 @@ from tests.helpers import REPO
 PAPERS = REPO / 'experiments' / 'papers.json'
 
 
+def _record(out, runs, setup_dir):
+  """The tiny sweep's runs, as if recorded under setup_dir (their results files only)."""
+  for run in runs:
+    shutil.copytree(out / run.name, setup_dir / run.name, ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+
+
 def test_reproduction_page_numbers_come_from_the_results_files(swept, tmp_path):
   _, out, runs, _, _ = swept
   results_dir = tmp_path / 'results'
   setup = reproduction.load_setups(PAPERS)[1]  # kermany2018_binary_mobilenet_v2
-  for run in runs[:2]:  # two seeds of one config stand in for that setup's runs
-    shutil.copytree(out / run.name, results_dir / setup.name / run.name,
-                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  _record(out, runs[:2], results_dir / setup.name)  # two seeds of one config stand in for that setup's runs
   page = reproduction.render(results_dir, PAPERS)
   accuracies = [100 * json.loads((out / r.name / files.RESULTS).read_text())['test']['accuracy'] for r in runs[:2]]
   mean, sd = np.mean(accuracies), np.std(accuracies, ddof=1)
@@ -38,9 +42,7 @@ def test_runs_of_different_threshold_rules_get_a_line_each(swept, tmp_path):
   _, out, runs, _, _ = swept
   results_dir = tmp_path / 'results'
   setup = reproduction.load_setups(PAPERS)[1]
-  for run in runs[:2]:
-    shutil.copytree(out / run.name, results_dir / setup.name / run.name,
-                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  _record(out, runs[:2], results_dir / setup.name)
   older = results_dir / setup.name / runs[0].name / files.RESULTS
   recorded = json.loads(older.read_text())  # as recorded before the default rule and balanced accuracy changed
   recorded['test_at_val_threshold']['rule'] = 'highest threshold with sensitivity >= 0.95'
@@ -61,9 +63,7 @@ def test_the_headline_leads_the_page_with_the_recipe_at_the_val_chosen_threshold
   _, out, runs, _, _ = swept
   results_dir = tmp_path / 'results'
   assert 'not run yet' in reproduction.render(results_dir, PAPERS).split('## Paper setups')[0]
-  for run in runs[:2]:  # two seeds of one config stand in for the recipe's runs
-    shutil.copytree(out / run.name, results_dir / 'best' / run.name,
-                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  _record(out, runs[:2], results_dir / 'best')  # two seeds of one config stand in for the recipe's runs
   headline = reproduction.render(results_dir, PAPERS).split('## Paper setups')[0]
   at_val = [json.loads((out / r.name / files.RESULTS).read_text())['test_at_val_threshold'] for r in runs[:2]]
   row = next(line for line in headline.splitlines() if line.startswith('| pneumojax, `experiments/best.py`'))
@@ -78,9 +78,7 @@ def test_seeds_of_another_schedule_get_their_own_line_and_the_device_split_is_no
   _, out, runs, _, _ = swept
   results_dir = tmp_path / 'results'
   setup = reproduction.load_setups(PAPERS)[1]
-  for run in runs[:3]:
-    shutil.copytree(out / run.name, results_dir / setup.name / run.name,
-                    ignore=shutil.ignore_patterns('checkpoints', 'events.*'))
+  _record(out, runs[:3], results_dir / setup.name)
   edited = {}
   for run, change in zip(runs[:3], ({'distributed': {'cpu_devices': 3}}, {}, {'train': {'num_epochs': 999}})):
     path = results_dir / setup.name / run.name / files.RESULTS
