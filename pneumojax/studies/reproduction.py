@@ -116,29 +116,23 @@ def _wall(runs: list[dict]) -> str:
   return f'{np.mean(walls) / 60:.1f} min' + (' (a resumed run: its last part only)' if resumed else '')
 
 
-def _config_changes(setup: Setup, runs: list[dict]) -> list[str]:
-  """'field=run value (config: file value)' for every field the runs changed from the setup's config file (by
-  command-line overrides), the seed and data locations left out: a shortened schedule is stated, not hidden. The
-  threshold rule is left out too: the line of the val-chosen threshold names each run's recorded rule."""
+def _by_changes(setup: Setup, runs: list[dict]) -> list[tuple[list[str], list[dict]]]:
+  """[(changes, runs)]: the runs grouped by how they changed the setup's config file (by command-line overrides),
+  each change as 'field=run value (config: file value)', so that a shortened schedule is stated, not hidden, and
+  its seeds are never averaged with the full one's; the fewest changes (the config as it is) first. The seed and
+  data locations are left out, and so is the threshold rule: the line of the val-chosen threshold names each run's
+  recorded rule."""
   try:
     default = config_lib.flatten(json.loads(config_lib.load_config(['--config', setup.config]).to_json()))
   except SystemExit:
-    return ['(the config file could not be loaded here to compare)']
-  changes = set()
-  for run in runs:
-    for key, value in run['config'].items():
-      if (key not in (*tables.IGNORED, *_RULE_FIELDS) and not key.startswith(_EXECUTION_PREFIX) and key in default
-          and default[key] != value):
-        changes.add(f'{key}={value} (config: {default[key]})')
-  return sorted(changes)
-
-
-def _by_changes(setup: Setup, runs: list[dict]) -> list[tuple[list[str], list[dict]]]:
-  """[(changes, runs)]: the runs grouped by how they changed the setup's config, so that seeds of a shortened
-  schedule are never averaged with seeds of the full one; the fewest changes (the config as it is) first."""
+    return [(['(the config file could not be loaded here to compare)'], runs)]
   groups = {}
   for run in runs:
-    groups.setdefault(tuple(_config_changes(setup, [run])), []).append(run)
+    changes = tuple(sorted(
+        f'{key}={value} (config: {default[key]})' for key, value in run['config'].items()
+        if key not in (*tables.IGNORED, *_RULE_FIELDS) and not key.startswith(_EXECUTION_PREFIX) and key in default
+        and default[key] != value))
+    groups.setdefault(changes, []).append(run)
   return sorted(((list(changes), members) for changes, members in groups.items()), key=lambda group: len(group[0]))
 
 
@@ -226,10 +220,9 @@ def render(results_dir, setups_file=PAPERS, out_dir='.') -> str:
     if not runs:
       missing.append(setup)
       continue
-    groups = _by_changes(setup, runs)
     details += [f'### {setup.name}', '', f'- Paper: {setup.source}: {setup.paper_setup}.',
                 f'- Deviations: {setup.deviations}.']
-    for changes, members in groups:
+    for changes, members in _by_changes(setup, runs):
       lines += _setup_rows(setup, members, changes)
       which = f'Runs with {", ".join(changes)}' if changes else 'Runs of the config as it is'
       details += [
