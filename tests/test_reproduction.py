@@ -97,3 +97,19 @@ def test_seeds_of_another_schedule_get_their_own_line_and_the_device_split_is_no
   assert '| 2 |' in together and f'{np.mean(accuracies):.1f} ± {np.std(accuracies, ddof=1):.1f}' in together
   assert 'cpu_devices' not in page.split('## Setups')[0]
   assert 'Runs with ' in page and 'train.num_epochs=999 (config: ' in page.split('## Setups')[1]
+
+
+def test_a_resumed_run_is_named_apart_from_the_mean_wall_time(swept, tmp_path):
+  _, out, runs, _, _ = swept
+  results_dir = tmp_path / 'results'
+  setup = reproduction.load_setups(PAPERS)[1]
+  _record(out, runs[:2], results_dir / setup.name)  # two seeds of one config
+  for run, (wall_s, resumed_from) in zip(runs[:2], ((60.0, 0), (30.0, 7))):
+    path = results_dir / setup.name / run.name / files.RESULTS
+    recorded = json.loads(path.read_text())
+    recorded['run'].update(wall_time_s=wall_s, resumed_from_step=resumed_from)
+    path.write_text(json.dumps(recorded))
+  resumed_seed = json.loads(path.read_text())['config']['seed']
+  details = reproduction.render(results_dir, PAPERS).split('## Setups')[1]
+  # The whole run's minute, not a mean with the resumed run's last half minute.
+  assert f'wall time per run 1.0 min; seed {resumed_seed} resumed at step 7: its last part 0.5 min.' in details

@@ -109,11 +109,17 @@ def _hardware(run: dict) -> str:
 
 
 def _wall(runs: list[dict]) -> str:
-  walls = [r['results']['run']['wall_time_s'] for r in runs if 'run' in r['results']]
-  if not walls:
-    return 'not recorded'
-  resumed = any(r['results']['run'].get('resumed_from_step') for r in runs if 'run' in r['results'])
-  return f'{np.mean(walls) / 60:.1f} min' + (' (a resumed run: its last part only)' if resumed else '')
+  """The mean wall time of the runs made in one go; a resumed run recorded only its last part, so it is named
+  apart instead of pulling the mean down."""
+  whole, parts = [], []
+  for r in runs:
+    run = r['results'].get('run')
+    if run and run.get('resumed_from_step'):
+      parts.append(f'seed {r["config"].get("seed")} resumed at step {run["resumed_from_step"]}: its last part '
+                   f'{run["wall_time_s"] / 60:.1f} min')
+    elif run:
+      whole.append(run['wall_time_s'])
+  return '; '.join(([f'{np.mean(whole) / 60:.1f} min'] if whole else []) + parts) or 'not recorded'
 
 
 def _by_changes(setup: Setup, runs: list[dict]) -> list[tuple[list[str], list[dict]]]:
